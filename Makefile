@@ -1,0 +1,30 @@
+# Two commands: `make demo` runs the main job on the built-in default, `make test` runs the tests.
+# Both create .venv when no virtual environment is active and install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON := $(if $(VIRTUAL_ENV),python,$(VENV)/bin/python)
+STAMP := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(VENV))/.curriculum-installed
+
+.PHONY: install demo test lint bench
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(VIRTUAL_ENV)" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	# torch first, pinned, so the local CPU wheel is used instead of a CUDA download.
+	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m curriculum demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+
+bench: $(STAMP)
+	$(PYTHON) bench/loader_throughput.py

@@ -1,0 +1,62 @@
+"""The ``curriculum`` command line: one subcommand per module in :mod:`curriculum.commands`.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) ->
+int``. Errors a user can fix (bad input, a missing file) are raised as :class:`UserError` or a
+``ValueError`` subclass and printed as one line with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Subcommands in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "demo", "synth", "shard", "index", "store", "fit", "resume", "sweep", "preview", "ledger",
+    "report",
+)
+
+
+class UserError(Exception):
+    """A problem with the user's input; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="curriculum",
+        description="Curriculum-scheduled pre-training driven by attributed behavior.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"curriculum.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"curriculum.commands.{name}":
+                continue  # not built yet
+            raise
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``curriculum`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("curriculum: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, FileNotFoundError, ImportError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"curriculum {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``curriculum`` command line, one module each (see :mod:`curriculum.cli`)."""
