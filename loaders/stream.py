@@ -1,0 +1,150 @@
+"""The streaming dataset: shards -> documents -> tokens -> packed batches, resumable.
+
+Each DataLoader worker reads the shards assigned to it (split by rank, then by worker; see
+:func:`loaders.world.assign_shards`), decodes documents with their stable rows, tokenizes and
+packs them, and yields whole batches. The worker's position (epoch, shard, sample ordinal) and the
+packer's buffer form its state, which torchdata's ``StatefulDataLoader`` checkpoints; on restore
+the reader seeks to the sample's byte offset from the manifest instead of re-reading the shard.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from torch.utils.data import IterableDataset
+
+from loaders.documents import Document, SkipCounter, iter_documents
+from loaders.manifest import ShardManifest
+from loaders.packing import Packer
+from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer
+from loaders.world import World, assign_shards
+
+
+@dataclass
+class StreamConfig:
+    """How documents become batches."""
+
+    batch_size: int = 16
+    """Sequences per batch (per rank)."""
+    seq_len: int = 128
+    """Tokens per sequence."""
+    packing: str = "concat"
+    """``concat`` (documents joined into one stream) or ``pad`` (one document per sequence)."""
+    tokenizer: str = "bytes"
+    """``bytes`` or a local Hugging Face tokenizer directory."""
+    text_field: str = "text"
+    """Field holding the text in ``.json`` members (``.txt`` members are used first)."""
+    shuffle_shards: bool = True
+    """Reorder shards each epoch, with the same order on every rank (seeded by seed, epoch)."""
+    seed: int = 0
+    """Seed of the shard order."""
+    num_epochs: int | None = None
+    """Passes over the data; ``None`` streams forever (training stops at ``max_steps``)."""
+
+
+class PackedTextStream(IterableDataset):
+    """Yields packed batches (see :mod:`loaders.packing`) from WebDataset tar shards."""
+
+    def __init__(self, manifest: ShardManifest, config: StreamConfig | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.config = config or StreamConfig()
+        self.rank = rank
+        self.world_size = world_size
+        self._resume: dict[str, Any] | None = None
+        self._position: dict[str, Any] = {}
+        self._packer: Packer | None = None
+        self.skips = SkipCounter()
+        self._config_record = asdict(self.config)
+
+    # -- layout -------------------------------------------------------------------------------
+    def shard_order(self, epoch: int) -> list[int]:
+        """Global shard order for ``epoch`` (identical on every rank)."""
+        order = list(range(self.manifest.num_shards))
+        if self.config.shuffle_shards:
+            random.Random(f"{self.config.seed}:{epoch}").shuffle(order)
+        return order
+
+    def _reader_shards(self, world: World, epoch: int) -> tuple[list[int], bool]:
+        order = self.shard_order(epoch)
+        picks, split_rows = assign_shards(len(order), world)
+        return [order[i] for i in picks], split_rows
+
+    # -- iteration ----------------------------------------------------------------------------
+    def iter_documents(self, world: World) -> Iterator[Document]:
+        """This reader's documents in stream order, tracking the position for checkpoints."""
+        start = self._resume or {"epoch": 0, "cursor": 0, "ordinal": 0}
+        self._resume = None
+        epoch = start["epoch"]
+        while self.config.num_epochs is None or epoch < self.config.num_epochs:
+            shards, split_rows = self._reader_shards(world, epoch)
+            cursor = start["cursor"] if epoch == start["epoch"] else 0
+            for position in range(cursor, len(shards)):
+                shard = shards[position]
+                ordinal = start["ordinal"] if (epoch, position) == (start["epoch"], cursor) else 0
+                first_row = int(self.manifest.first_rows[shard])
+                count = int(self.manifest.counts[shard])
+                if ordinal >= count:
+                    continue
+                offset = int(self.manifest.offsets_bytes[first_row + ordinal]) if count else 0
+                path = self.manifest.shard_paths[shard]
+                for item in iter_documents(path, first_row, count, ordinal, offset,
+                                           self.config.text_field):
+                    self._position = {"epoch": epoch, "cursor": position,
+                                      "ordinal": item.row - first_row + 1}
+                    if split_rows and item.row % world.num_readers != world.global_worker:
+                        continue
+                    if isinstance(item, Document):
+                        yield item
+                    else:
+                        self.skips.add(item, path)
+            epoch += 1
+            self._position = {"epoch": epoch, "cursor": 0, "ordinal": 0}
+            if self._packer is not None:
+                self._packer.reset()  # a partial batch never spans epochs
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        world = World.detect(self.rank, self.world_size)
+        tokenizer = make_tokenizer(self.config.tokenizer)
+        packer = Packer(self.config.batch_size, self.config.seq_len, tokenizer.eos_id,
+                        self.config.packing)
+        if self._resume is not None and "packer" in self._resume:
+            packer.load_state_dict(self._resume["packer"])
+        self._packer = packer
+        skipped_before = self.skips.total
+        for document in self.iter_documents(world):
+            packer.add(encode(tokenizer, document.text), document.row)
+            while packer.ready():
+                batch = packer.pop()
+                batch["skipped_rows"] = self.skips.total - skipped_before
+                skipped_before = self.skips.total
+                yield batch
+
+    # -- checkpointing (torchdata Stateful protocol) ------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Position of this reader and its packer buffer."""
+        position = dict(self._position or {"epoch": 0, "cursor": 0, "ordinal": 0})
+        if self._packer is not None:
+            position["packer"] = self._packer.state_dict()
+        position["config"] = self._config_record
+        return position
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` at the next ``__iter__``."""
+        saved = state.get("config")
+        if saved is not None and saved != self._config_record:
+            changed = sorted(k for k in saved if saved[k] != self._config_record.get(k))
+            raise ValueError(f"loader state was saved with a different stream config ({changed})")
+        self._resume = {k: v for k, v in state.items() if k != "config"}
+
+
+def encode(tokenizer: Tokenizer, text: str) -> np.ndarray:
+    """Token ids as an int64 array (a fast path for bytes, which need no Python loop)."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+    return np.asarray(tokenizer.encode(text), dtype=np.int64)

@@ -1,0 +1,89 @@
+"""Fit a model on a shard stream: the run directory, logger, checkpoints and probe losses."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from curriculum.typed_config import to_mapping
+from loaders.datamodule import CurriculumDataModule
+from loaders.tokenize import make_tokenizer
+from train.callbacks import ProbeLossCallback
+from train.config import FitConfig
+from train.module import CurriculumLM
+from train.probes import load_probe_batches
+
+
+def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """A ``lightning.Trainer`` writing ``metrics.csv`` and checkpoints into ``run_dir``."""
+    trainer_config = config.trainer
+    if trainer_config.checkpoint_every_n_steps > 0:
+        callbacks = [*callbacks, ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="step-{step:06d}",
+            every_n_train_steps=trainer_config.checkpoint_every_n_steps,
+            save_top_k=-1, save_last=True, auto_insert_metric_name=False,
+        )]
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=trainer_config.max_steps,
+        accelerator=trainer_config.accelerator,
+        devices=trainer_config.devices,
+        num_nodes=trainer_config.num_nodes,
+        strategy=trainer_config.strategy,
+        precision=trainer_config.precision,
+        logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+        callbacks=callbacks,
+        log_every_n_steps=trainer_config.log_every_n_steps,
+        gradient_clip_val=config.optim.grad_clip or None,
+        # The stream splits data by rank itself; a DistributedSampler must not be injected.
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def run_fit(config: FitConfig, ckpt_path: str | None = None) -> Path:
+    """Train as ``config`` says and return the run directory.
+
+    The run directory receives ``config.yaml`` (the resolved config), ``metrics.csv`` (with
+    ``probe_loss/<behavior>`` columns) and ``checkpoints/``.
+    """
+    if not config.data.shards:
+        raise ValueError("data.shards is empty: name a corpus directory or shard pattern")
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
+    L.seed_everything(config.seed, verbose=False)
+    stream = config.data.stream
+    stream.seed = config.seed if stream.seed == 0 else stream.seed
+    datamodule = CurriculumDataModule(config.data.shards, stream, config.data.num_workers)
+    module = CurriculumLM(config.model, config.optim, config.trainer.max_steps)
+    tokenizer = make_tokenizer(stream.tokenizer)
+    module.probe_batches = load_probe_batches(config.probes_dir(), tokenizer, stream.seq_len,
+                                              config.data.probe_docs)
+    trainer = build_trainer(config, run_dir,
+                            [ProbeLossCallback(config.trainer.probe_every_n_steps)])
+    with warnings.catch_warnings():
+        # config.yaml is ours; the logger only replaces its own metrics.csv.
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*set_vital.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return run_dir
+
+
+def read_probe_losses(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """``{behavior: [(step, loss), ...]}`` from a run's ``metrics.csv``."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with (Path(run_dir) / "metrics.csv").open() as handle:
+        for record in csv.DictReader(handle):
+            for column, value in record.items():
+                if column.startswith("probe_loss/") and value not in ("", None):
+                    series.setdefault(column.split("/", 1)[1], []).append(
+                        (int(record["step"]), float(value)))
+    return series
