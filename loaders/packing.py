@@ -12,10 +12,13 @@ Two modes:
 
 A batch is a dict of numpy arrays (tensors are made in the training process by
 :func:`batch_to_tensors`: passing many small tensors out of DataLoader workers costs a
-shared-memory file each, which dominated the loader's time): ``input_ids`` (B, T) int64,
-``labels`` (B, T) int64 (-100 = ignore), ``loss_weight`` (B, T) float32 (the weight of each label
-token's document), ``token_rows`` (B, T) int64 (the row of each label token, -1 on padding), ``rows`` (B, R) int64 (the distinct
-rows of each sequence, -1 padded).
+shared-memory file each, which dominated the loader's time):
+
+- ``input_ids`` (B, T) int64;
+- ``labels`` (B, T) int64, -100 where ignored;
+- ``loss_weight`` (B, T) float32, the weight of each label token's document;
+- ``token_rows`` (B, T) int64, the row of each label token, -1 on padding;
+- ``rows`` (B, R) int64, the distinct rows of each sequence, -1 padded.
 """
 
 from __future__ import annotations
