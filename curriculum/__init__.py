@@ -1,0 +1,66 @@
+"""Curriculum-scheduled language-model pre-training driven by attributed behavior.
+
+The public API: import from here, not from the implementation packages. Names are resolved
+lazily (PEP 562), so ``import curriculum`` is cheap and the implementation packages, which use
+``curriculum``'s own modules, never meet a half-initialised package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+#: Public name -> module that defines it.
+_EXPORTS: dict[str, str] = {
+    # corpora
+    "BEHAVIORS": "curriculum.synth",
+    "generate_documents": "curriculum.synth",
+    "read_labels": "curriculum.synth",
+    "write_synthetic_corpus": "curriculum.synth",
+    # shards and loading
+    "ManifestError": "loaders.manifest",
+    "ShardManifest": "loaders.manifest",
+    "expand_shard_spec": "loaders.manifest",
+    "manifest_for": "loaders.manifest",
+    "convert_to_shards": "loaders.shards",
+    "write_shards": "loaders.shards",
+    "Packer": "loaders.packing",
+    "batch_to_tensors": "loaders.packing",
+    "PackedTextStream": "loaders.stream",
+    "StreamConfig": "loaders.stream",
+    "CurriculumDataModule": "loaders.datamodule",
+    "stream_loader": "loaders.datamodule",
+    "ByteTokenizer": "loaders.tokenize",
+    "HFTokenizer": "loaders.tokenize",
+    "make_tokenizer": "loaders.tokenize",
+    # training
+    "GPT": "train.model",
+    "GPTConfig": "train.model",
+    "CurriculumLM": "train.module",
+    "ProbeLossCallback": "train.callbacks",
+    "DataConfig": "train.config",
+    "FitConfig": "train.config",
+    "ModelConfig": "train.config",
+    "OptimConfig": "train.config",
+    "TrainerConfig": "train.config",
+    "load_fit_config": "train.config",
+    "read_probe_losses": "train.fit",
+    "run_fit": "train.fit",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'curriculum' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
