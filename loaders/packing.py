@@ -86,6 +86,40 @@ class Packer:
         """Cut the next batch; call only when :meth:`ready`."""
         return self._cut_padded() if self.mode == "pad" else self._cut_concat()
 
+    def has_tokens(self) -> bool:
+        """Whether anything is buffered."""
+        return bool(self.state.pending_sequences) or self._buffered_tokens > 0
+
+    def pop_partial(self) -> dict[str, Any]:
+        """At the end of the data: the buffered remainder as one batch, padded (label -100), so
+        no buffered token is lost. An empty buffer gives an all-padding batch."""
+        shape = (self.batch_size, self.seq_len)
+        if self.mode == "pad":
+            sequences = self.state.pending_sequences
+            self.state.pending_sequences = []
+            while len(sequences) < self.batch_size:
+                sequences.append((np.zeros(1, np.int64), -1, 0.0))
+            self.state.pending_sequences = sequences
+            return self._cut_padded()
+        tokens = np.concatenate(self.state.tokens) if self.state.tokens else np.zeros(0, np.int64)
+        rows = np.concatenate(self.state.rows) if self.state.rows else np.zeros(0, np.int64)
+        weights = (np.concatenate(self.state.weights) if self.state.weights
+                   else np.zeros(0, np.float32))
+        self.reset()
+        n = self.batch_size * self.seq_len
+        inputs = np.full(n, self.eos_id, np.int64)
+        labels = np.full(n, IGNORE_INDEX, np.int64)
+        label_weights = np.zeros(n, np.float32)
+        label_rows = np.full(n, -1, np.int64)
+        used = min(len(tokens), n)
+        inputs[:used] = tokens[:used]
+        if used > 1:
+            labels[: used - 1] = tokens[1:used]
+            label_weights[: used - 1] = weights[1:used]
+            label_rows[: used - 1] = rows[1:used]
+        return make_batch(inputs.reshape(shape), labels.reshape(shape),
+                          label_weights.reshape(shape), label_rows.reshape(shape))
+
     def _cut_concat(self) -> dict[str, Any]:
         n = self.batch_size * self.seq_len
         tokens = np.concatenate(self.state.tokens)

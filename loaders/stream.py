@@ -17,11 +17,18 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from loaders.documents import Document, SkipCounter, iter_documents
+from loaders.documents import Document, Skipped, SkipCounter, iter_documents
 from loaders.manifest import ShardManifest
 from loaders.packing import Packer
 from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer
 from loaders.world import World, assign_shards
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """Marker: the reader has read its whole share of ``epoch``."""
+
+    epoch: int
 
 
 @dataclass
@@ -76,8 +83,13 @@ class PackedTextStream(IterableDataset):
         return [order[i] for i in picks], split_rows
 
     # -- iteration ----------------------------------------------------------------------------
-    def iter_documents(self, world: World) -> Iterator[Document]:
-        """This reader's documents in stream order, tracking the position for checkpoints."""
+    def iter_items(self, world: World) -> Iterator[tuple[int, dict[str, int], Document | Skipped | EpochEnd]]:
+        """This reader's rows in stream order as ``(epoch, position after the item, item)``.
+
+        Items are documents, skipped rows, and an :class:`EpochEnd` marker when the reader has
+        read its whole share of an epoch. The position is what a checkpoint taken right after
+        the item must hold to continue with the next one.
+        """
         start = self._resume or {"epoch": 0, "cursor": 0, "ordinal": 0}
         self._resume = None
         epoch = start["epoch"]
@@ -91,22 +103,25 @@ class PackedTextStream(IterableDataset):
                 count = int(self.manifest.counts[shard])
                 if ordinal >= count:
                     continue
-                offset = int(self.manifest.offsets_bytes[first_row + ordinal]) if count else 0
+                offset = int(self.manifest.offsets_bytes[first_row + ordinal])
                 path = self.manifest.shard_paths[shard]
                 for item in iter_documents(path, first_row, count, ordinal, offset,
                                            self.config.text_field):
-                    self._position = {"epoch": epoch, "cursor": position,
-                                      "ordinal": item.row - first_row + 1}
                     if split_rows and item.row % world.num_readers != world.global_worker:
                         continue
-                    if isinstance(item, Document):
-                        yield item
-                    else:
+                    after = {"epoch": epoch, "cursor": position, "ordinal": item.row - first_row + 1}
+                    if isinstance(item, Skipped):
                         self.skips.add(item, path)
+                    yield epoch, after, item
             epoch += 1
-            self._position = {"epoch": epoch, "cursor": 0, "ordinal": 0}
-            if self._packer is not None:
-                self._packer.reset()  # a partial batch never spans epochs
+            yield epoch - 1, {"epoch": epoch, "cursor": 0, "ordinal": 0}, EpochEnd(epoch - 1)
+
+    def iter_documents(self, world: World) -> Iterator[Document]:
+        """This reader's documents in stream order, tracking the position for checkpoints."""
+        for _, after, item in self.iter_items(world):
+            self._position = after
+            if isinstance(item, Document):
+                yield item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         world = World.detect(self.rank, self.world_size)
@@ -124,6 +139,10 @@ class PackedTextStream(IterableDataset):
                 batch["skipped_rows"] = self.skips.total - skipped_before
                 skipped_before = self.skips.total
                 yield batch
+        if packer.has_tokens():  # end of finite data: the remainder, padded, loses nothing
+            batch = packer.pop_partial()
+            batch["skipped_rows"] = self.skips.total - skipped_before
+            yield batch
 
     # -- checkpointing (torchdata Stateful protocol) ------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from policies.errors import PolicyError
 from policies.expressions import Expression, ExpressionError, compile_expression
 from policies.load import builtin_policy_names, load_policy, load_policy_text, resolve_policy_path
 from policies.policy import BasePolicy, Policy, PolicyRunner, StagedPolicy
+from policies.preview import PreviewResult, plot_preview, preview_policy
 from policies.registry import PolicyContext, register_policy, registered_policies
 from policies.schema import ExitSpec, PolicySpec, StageSpec
 from policies.scores import DocumentScores, PercentileTable, ScoreBatch, ScoreSource, StoreScores
@@ -19,8 +20,8 @@ __all__ = [
     "DEFER", "DROP", "EMIT", "BasePolicy", "CurriculumDriver", "CurriculumState", "Decision",
     "DecisionBatch", "Defer", "DocumentScores", "Drop", "Emit", "ExitSpec", "Expression",
     "ExpressionError", "PercentileTable", "Policy", "PolicyContext", "PolicyError",
-    "PolicyRunner", "PolicySpec", "ScoreBatch", "ScoreSource", "StageSpec", "StageTracker",
+    "PolicyRunner", "PolicySpec", "PreviewResult", "ScoreBatch", "ScoreSource", "StageSpec", "StageTracker",
     "StageTransition", "StagedPolicy", "StoreScores", "builtin_policy_names",
-    "compile_expression", "load_policy", "load_policy_text", "register_policy",
-    "registered_policies", "resolve_policy_path",
+    "compile_expression", "load_policy", "load_policy_text", "plot_preview", "preview_policy",
+    "register_policy", "registered_policies", "resolve_policy_path",
 ]

@@ -1,0 +1,309 @@
+"""The scores a rule can read for a document, and where they come from.
+
+Names a rule may use (``<b>`` is a behavior of the store):
+
+- ``affinity.<b>``: similarity of the document to behavior b's probe set (known before training);
+- ``attribution.<b>``: online attribution score (measured mean, or the store's kNN estimate);
+- ``measured.<b>``: 1 if the attribution was measured on this document, else 0;
+- ``pct.affinity.<b>``, ``pct.attribution.<b>``: the same scores rank-normalised to [0, 1]
+  within the store (the fraction of documents scoring lower, ties counted half), which stays
+  comparable while raw attribution scales drift during training;
+- ``step``, ``stage``, ``tokens``: the curriculum state.
+
+The store is read through :class:`ScoreSource` (the behavior store satisfies it); percentile
+tables are sorted copies of whole columns, built once and searched with ``np.searchsorted``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from policies.state import CurriculumState
+
+#: Per-behavior score families, in slot order.
+FAMILIES: tuple[str, ...] = ("affinity", "attribution", "measured", "pct.affinity",
+                             "pct.attribution")
+#: Curriculum-state names a rule may read.
+STATE_NAMES: tuple[str, ...] = ("step", "stage", "tokens")
+#: Families whose values come from a percentile table.
+PERCENTILE_FAMILIES: tuple[str, ...] = ("pct.affinity", "pct.attribution")
+
+
+@runtime_checkable
+class ScoreSource(Protocol):
+    """What a policy reads from a behavior store (``curriculum.BehaviorStore`` satisfies it)."""
+
+    @property
+    def behaviors(self) -> tuple[str, ...]: ...
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def affinity(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def attribution(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def is_measured(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DocumentScores:
+    """The scores of one document (each array has one entry per behavior, in store order)."""
+
+    row: int
+    affinity: np.ndarray
+    attribution: np.ndarray
+    measured: np.ndarray
+    pct_affinity: np.ndarray | Sequence[float] | None = None
+    """Percentile of ``affinity`` within the store; needed only by policies that read it."""
+    pct_attribution: np.ndarray | Sequence[float] | None = None
+    """Percentile of ``attribution`` within the store; needed only by policies that read it."""
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """The scores of ``n`` documents: arrays of shape (n, K), rows in the same order."""
+
+    rows: np.ndarray
+    affinity: np.ndarray
+    attribution: np.ndarray
+    measured: np.ndarray
+    pct_affinity: np.ndarray | None = None
+    pct_attribution: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def document(self, index: int) -> DocumentScores:
+        """The scores of the ``index``-th document of the batch."""
+        return DocumentScores(
+            int(self.rows[index]), self.affinity[index], self.attribution[index],
+            self.measured[index],
+            None if self.pct_affinity is None else self.pct_affinity[index],
+            None if self.pct_attribution is None else self.pct_attribution[index],
+        )
+
+
+class ScoreLayout:
+    """Where each readable name lives in a flat score vector (one slot per name).
+
+    Compiled expressions read slots by index: a Python list for one document, a column of an
+    (n, slots) float64 matrix for a batch. Both paths hold the same float64 values, so a rule
+    decides a document the same way in either.
+    """
+
+    def __init__(self, behaviors: Sequence[str]) -> None:
+        self.behaviors = tuple(behaviors)
+        k = len(self.behaviors)
+        self.slots: dict[str, int] = {}
+        for f, family in enumerate(FAMILIES):
+            for b, behavior in enumerate(self.behaviors):
+                self.slots[f"{family}.{behavior}"] = f * k + b
+        for i, name in enumerate(STATE_NAMES):
+            self.slots[name] = len(FAMILIES) * k + i
+        self.size = len(self.slots)
+        self._nan = np.full(k, np.nan)
+
+    def family_of(self, name: str) -> str | None:
+        """The score family of a per-behavior name (``pct.affinity``), or None for state names."""
+        for family in sorted(FAMILIES, key=len, reverse=True):
+            if name.startswith(family + "."):
+                return family
+        return None
+
+    def vector(self, scores: DocumentScores, state: CurriculumState) -> list[float]:
+        """The flat slot values of one document (unneeded percentile slots are NaN)."""
+        nan = self._nan
+        values = np.concatenate(
+            (scores.affinity, scores.attribution, scores.measured,
+             nan if scores.pct_affinity is None else scores.pct_affinity,
+             nan if scores.pct_attribution is None else scores.pct_attribution),
+            dtype=np.float64).tolist()
+        values += (float(state.step), float(state.stage), float(state.tokens))
+        return values
+
+    def matrix(self, scores: ScoreBatch, state: CurriculumState) -> np.ndarray:
+        """The (n, slots) float64 matrix of a batch (unneeded percentile slots are NaN)."""
+        n, k = len(scores), len(self.behaviors)
+        out = np.empty((n, self.size), np.float64)
+        out[:, 0:k] = scores.affinity
+        out[:, k:2 * k] = scores.attribution
+        out[:, 2 * k:3 * k] = scores.measured
+        for f, values in ((3, scores.pct_affinity), (4, scores.pct_attribution)):
+            out[:, f * k:(f + 1) * k] = np.nan if values is None else values
+        out[:, 5 * k:] = (state.step, state.stage, state.tokens)
+        return out
+
+
+def _sortable_keys(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """int64 keys ordered like (column, value) for float32 ``values`` (no NaNs; -0.0 is 0.0)."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32).astype(np.int64)
+    negative = bits >= 0x80000000
+    ordered = np.where(negative, 0xFFFFFFFF - bits, bits + 0x80000000)
+    return (np.asarray(columns, np.int64) << 32) | ordered
+
+
+class PercentileTable:
+    """Rank-normalised percentiles of one score family within the store.
+
+    The percentile of a value among a column's N values (NaNs left out) is
+    ``(#below + #equal / 2) / N``, in [0, 1]; NaN stays NaN. The distinct values of every column
+    are kept as one sorted array of (column, value) keys, so a whole row of K scores — or a
+    batch of them — is placed with a single ``np.searchsorted``.
+    """
+
+    def __init__(self, keys: np.ndarray, below: np.ndarray, equal: np.ndarray,
+                 column_ends: np.ndarray, column_sizes: np.ndarray) -> None:
+        self.keys = keys
+        """Sorted int64 (column, value) keys of each column's distinct values."""
+        self.below = below
+        """Per key: how many of the column's values are smaller."""
+        self.equal = equal
+        """Per key: how many of the column's values are equal."""
+        self.column_ends = column_ends
+        """Per column: index one past its last key."""
+        self.column_sizes = column_sizes
+        """Per column: number of (non-NaN) values."""
+        self._offsets = np.arange(len(column_sizes), dtype=np.int64) << 32
+        self._last = max(len(keys) - 1, 0)
+        self._divisor = np.maximum(column_sizes, 1).astype(np.float64)
+        self._empty = column_sizes == 0
+        self._sizes_list = column_sizes.tolist()
+        self._ends_list = column_ends.tolist()
+        self._divisor_list = self._divisor.tolist()
+        if not len(keys):  # every column empty: searches must still index something
+            self.keys, self.below, self.equal = (np.zeros(1, np.int64) for _ in range(3))
+
+    @classmethod
+    def from_values(cls, values: np.ndarray) -> PercentileTable:
+        """Build from an (N, K) array of scores."""
+        values = np.asarray(values, np.float32)
+        keys, below, equal, ends, sizes = [], [], [], [], []
+        total = 0
+        for b in range(values.shape[1]):
+            column = values[:, b]
+            column = column[~np.isnan(column)] + np.float32(0.0)  # -0.0 -> 0.0
+            distinct, counts = np.unique(column, return_counts=True)
+            keys.append(_sortable_keys(distinct, np.full(len(distinct), b)))
+            below.append(np.cumsum(counts) - counts)
+            equal.append(counts)
+            total += len(distinct)
+            ends.append(total)
+            sizes.append(len(column))
+        return cls(np.concatenate(keys).astype(np.int64),
+                   np.concatenate(below).astype(np.int64),
+                   np.concatenate(equal).astype(np.int64),
+                   np.array(ends, np.int64), np.array(sizes, np.int64))
+
+    @classmethod
+    def from_store(cls, store: ScoreSource, family: str,
+                   chunk_rows: int = 1 << 20) -> PercentileTable:
+        """Build from every row of ``store`` for ``family`` (``affinity`` or ``attribution``),
+        reading in chunks."""
+        read = store.affinity if family == "affinity" else store.attribution
+        n, k = int(store.num_rows), len(store.behaviors)
+        values = np.empty((n, k), np.float32)
+        for start in range(0, n, chunk_rows):
+            rows = np.arange(start, min(n, start + chunk_rows), dtype=np.int64)
+            values[start:start + len(rows)] = read(rows)
+        return cls.from_values(values)
+
+    def percentile_one(self, values: np.ndarray) -> list[float]:
+        """Percentiles of one document's K scores; equal to :meth:`percentile`, but in plain
+        Python around one ``searchsorted`` (tiny numpy operations cost more than they do)."""
+        x = np.asarray(values, np.float32) + np.float32(0.0)
+        bits = struct.unpack(f"<{len(x)}I", x.tobytes())
+        keys = [((b << 32) | ((0xFFFFFFFF - v) if v >= 0x80000000 else (v + 0x80000000)))
+                for b, v in enumerate(bits)]
+        index = self.keys.searchsorted(keys).tolist()
+        out = []
+        for b, i in enumerate(index):
+            size = self._sizes_list[b]
+            if size == 0 or (bits[b] & 0x7FFFFFFF) > 0x7F800000:  # empty column or NaN
+                out.append(math.nan)
+            elif i >= self._ends_list[b]:
+                out.append((size + 0 * 0.5) / self._divisor_list[b])
+            else:
+                equal = int(self.equal[i]) if int(self.keys[i]) == keys[b] else 0
+                out.append((int(self.below[i]) + equal * 0.5) / self._divisor_list[b])
+        return out
+
+    def percentile(self, values: np.ndarray) -> np.ndarray:
+        """Percentiles of an (n, K) or (K,) array of scores, float64."""
+        x = np.asarray(values, np.float32)
+        nan = x != x
+        missing = nan.any()
+        if missing:
+            x = np.where(nan, np.float32(0.0), x)
+        bits = (x + np.float32(0.0)).view(np.uint32).astype(np.int64)  # + 0.0: -0.0 -> 0.0
+        keys = np.where(bits >= 0x80000000, 0xFFFFFFFF - bits, bits + 0x80000000) | \
+            self._offsets
+        index = self.keys.searchsorted(keys)
+        safe = np.minimum(index, self._last)
+        beyond = index >= self.column_ends
+        found = ~beyond & (self.keys[safe] == keys)
+        below = np.where(beyond, self.column_sizes, self.below[safe])
+        pct = (below + np.where(found, self.equal[safe], 0) * 0.5) / self._divisor
+        if missing or self._empty.any():
+            pct = np.where(nan | self._empty, np.nan, pct)
+        return pct
+
+
+class StoreScores:
+    """Reads :class:`ScoreBatch` and :class:`DocumentScores` for rows of a store.
+
+    Percentile tables are built only for the families in ``percentile_families``; pass prebuilt
+    ``tables`` to share them (build once in the parent process before DataLoader workers fork).
+    Attribution percentiles drift as measurements arrive: call :meth:`refresh` now and then.
+    """
+
+    def __init__(self, store: ScoreSource, percentile_families: Iterable[str] = (),
+                 tables: dict[str, PercentileTable] | None = None) -> None:
+        self.store = store
+        self.behaviors = tuple(store.behaviors)
+        self.percentile_families = tuple(percentile_families)
+        unknown = set(self.percentile_families) - set(PERCENTILE_FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown percentile families: {sorted(unknown)}")
+        self.tables: dict[str, PercentileTable] = dict(tables or {})
+        for family in self.percentile_families:
+            if family not in self.tables:
+                self.tables[family] = PercentileTable.from_store(store, family.split(".")[1])
+
+    def refresh(self) -> None:
+        """Rebuild the attribution percentile table from the store's current attribution."""
+        if "pct.attribution" in self.percentile_families:
+            self.tables["pct.attribution"] = PercentileTable.from_store(self.store, "attribution")
+
+    def batch(self, rows: Sequence[int] | np.ndarray) -> ScoreBatch:
+        """The scores of ``rows``."""
+        rows = np.asarray(rows, np.int64)
+        affinity = np.asarray(self.store.affinity(rows))
+        attribution = np.asarray(self.store.attribution(rows))
+        measured = np.asarray(self.store.is_measured(rows))
+        pct_affinity = pct_attribution = None
+        if "pct.affinity" in self.tables:
+            pct_affinity = self.tables["pct.affinity"].percentile(affinity)
+        if "pct.attribution" in self.tables:
+            pct_attribution = self.tables["pct.attribution"].percentile(attribution)
+        return ScoreBatch(rows, affinity, attribution, measured, pct_affinity, pct_attribution)
+
+    def document(self, row: int) -> DocumentScores:
+        """The scores of one row."""
+        rows = np.array([row], np.int64)
+        affinity = np.asarray(self.store.affinity(rows))[0]
+        attribution = np.asarray(self.store.attribution(rows))[0]
+        measured = np.asarray(self.store.is_measured(rows))[0]
+        pct_affinity = pct_attribution = None
+        if "pct.affinity" in self.tables:
+            pct_affinity = self.tables["pct.affinity"].percentile_one(affinity)
+        if "pct.attribution" in self.tables:
+            pct_attribution = self.tables["pct.attribution"].percentile_one(attribution)
+        return DocumentScores(int(row), affinity, attribution, measured, pct_affinity,
+                              pct_attribution)
