@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from loaders.documents import Document, Skipped, SkipCounter, iter_documents
+from loaders.documents import Document, SkipCounter, Skipped, iter_documents
 from loaders.manifest import ShardManifest
 from loaders.packing import Packer
 from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from curriculum.typed_config import apply_overrides, from_mapping, load_yaml
 from loaders.stream import StreamConfig
+from train.early_checkpoints import EarlyCheckpointConfig
 from train.model import GPTConfig
 
 
@@ -58,6 +59,8 @@ class DataConfig:
     """Tokenization and packing."""
     probe_docs: int = 32
     """Probe documents per behavior used for probe losses."""
+    policy: str | None = None
+    """Curriculum policy (YAML file or built-in name); recorded by ``curriculum resume --policy``."""
 
 
 @dataclass
@@ -82,6 +85,8 @@ class TrainerConfig:
     """How often a checkpoint is saved (0 disables)."""
     probe_every_n_steps: int = 25
     """How often probe losses are evaluated and logged."""
+    early_checkpoints: EarlyCheckpointConfig | None = None
+    """Dense-early checkpoints with sidecars for branching (``None`` disables; ``{}`` = defaults)."""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +17,7 @@ from loaders.datamodule import CurriculumDataModule
 from loaders.tokenize import make_tokenizer
 from train.callbacks import ProbeLossCallback
 from train.config import FitConfig
+from train.early_checkpoints import EarlyCheckpointCallback
 from train.module import CurriculumLM
 from train.probes import load_probe_batches
 
@@ -29,6 +31,8 @@ def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback])
             every_n_train_steps=trainer_config.checkpoint_every_n_steps,
             save_top_k=-1, save_last=True, auto_insert_metric_name=False,
         )]
+    if trainer_config.early_checkpoints is not None:
+        callbacks = [*callbacks, EarlyCheckpointCallback(trainer_config.early_checkpoints)]
     return L.Trainer(
         default_root_dir=run_dir,
         max_steps=trainer_config.max_steps,
@@ -48,8 +52,13 @@ def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback])
     )
 
 
-def run_fit(config: FitConfig, ckpt_path: str | None = None) -> Path:
+def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
+            callbacks: Sequence[L.Callback] = (),
+            datamodule: L.LightningDataModule | None = None) -> Path:
     """Train as ``config`` says and return the run directory.
+
+    ``callbacks`` are added to the trainer's; ``datamodule`` replaces the one built from
+    ``config.data`` (branches use both: see :mod:`train.branch`).
 
     The run directory receives ``config.yaml`` (the resolved config), ``metrics.csv`` (with
     ``probe_loss/<behavior>`` columns) and ``checkpoints/``.
@@ -62,13 +71,14 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None) -> Path:
     L.seed_everything(config.seed, verbose=False)
     stream = config.data.stream
     stream.seed = config.seed if stream.seed == 0 else stream.seed
-    datamodule = CurriculumDataModule(config.data.shards, stream, config.data.num_workers)
+    if datamodule is None:
+        datamodule = CurriculumDataModule(config.data.shards, stream, config.data.num_workers)
     module = CurriculumLM(config.model, config.optim, config.trainer.max_steps)
     tokenizer = make_tokenizer(stream.tokenizer)
     module.probe_batches = load_probe_batches(config.probes_dir(), tokenizer, stream.seq_len,
                                               config.data.probe_docs)
     trainer = build_trainer(config, run_dir,
-                            [ProbeLossCallback(config.trainer.probe_every_n_steps)])
+                            [ProbeLossCallback(config.trainer.probe_every_n_steps), *callbacks])
     with warnings.catch_warnings():
         # config.yaml is ours; the logger only replaces its own metrics.csv.
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
