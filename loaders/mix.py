@@ -187,8 +187,8 @@ class MixedDataModule(CurriculumDataModule):
                  stream: StreamConfig | None = None, num_workers: int = 1,
                  prefetch_batches: int = 2) -> None:
         first = sources[0] if sources else ""
-        super().__init__(first if isinstance(first, str) else "", stream, num_workers,
-                         prefetch_batches)
+        super().__init__(first if isinstance(first, str) else "", stream=stream,
+                         num_workers=num_workers, prefetch_batches=prefetch_batches)
         if proportions is not None and len(proportions) != len(sources):
             raise ValueError(f"{len(sources)} sources but {len(proportions)} proportions")
         self.sources = list(sources)
@@ -197,6 +197,8 @@ class MixedDataModule(CurriculumDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifests and place this rank."""
+        if self.dataset is not None:
+            return
         if self.mix_sources is None:
             self.mix_sources = [
                 s if isinstance(s, MixSource) else MixSource(manifest_for(s), p, name=s)

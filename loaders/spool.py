@@ -79,11 +79,14 @@ class DeferSpool:
     def state_dict(self) -> dict[str, Any]:
         """Pending entries as a plain array."""
         self._merge()
-        return {"pending": self._pending.copy()}
+        return {"pending": {name: self._pending[name].copy() for name in SPOOL_DTYPE.names}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore pending entries and make the file match them."""
-        self._pending = np.asarray(state["pending"], dtype=SPOOL_DTYPE).copy()
+        fields = state["pending"]
+        self._pending = np.zeros(len(fields["row"]), dtype=SPOOL_DTYPE)
+        for name in SPOOL_DTYPE.names:
+            self._pending[name] = fields[name]
         self._appended = []
         self._rewrite()
 

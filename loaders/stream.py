@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.documents import Document, SkipCounter, Skipped, iter_documents
 from loaders.manifest import ShardManifest
 from loaders.packing import Packer
@@ -151,15 +152,16 @@ class PackedTextStream(IterableDataset):
         if self._packer is not None:
             position["packer"] = self._packer.state_dict()
         position["config"] = self._config_record
-        return position
+        return to_checkpointable(position)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict` at the next ``__iter__``."""
         saved = state.get("config")
-        if saved is not None and saved != self._config_record:
-            changed = sorted(k for k in saved if saved[k] != self._config_record.get(k))
-            raise ValueError(f"loader state was saved with a different stream config ({changed})")
-        self._resume = {k: v for k, v in state.items() if k != "config"}
+        if saved is not None:
+            changed = sorted(k for k, v in self._config_record.items() if saved.get(k, v) != v)
+            if changed:
+                raise ValueError(f"loader state was saved with a different stream config ({changed})")
+        self._resume = from_checkpointable({k: v for k, v in state.items() if k != "config"})
 
 
 def encode(tokenizer: Tokenizer, text: str) -> np.ndarray:

@@ -19,6 +19,7 @@ class ProbeLossCallback(L.Callback):
 
     def _log(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.last = pl_module.probe_losses()
+        pl_module.latest_probe_losses = {f"probe_loss/{b}": v for b, v in self.last.items()}
         # Straight to the loggers at the exact step: self.log would hold the value until the next
         # log_every_n_steps flush and repeat it on every later row.
         metrics = {f"probe_loss/{behavior}": loss for behavior, loss in self.last.items()}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curriculum.typed_config import apply_overrides, from_mapping, load_yaml
+from loaders.policy_stage import CurriculumStreamConfig
 from loaders.stream import StreamConfig
 from train.early_checkpoints import EarlyCheckpointConfig
 from train.model import GPTConfig
@@ -59,6 +60,8 @@ class DataConfig:
     """Tokenization and packing."""
     probe_docs: int = 32
     """Probe documents per behavior used for probe losses."""
+    curriculum: CurriculumStreamConfig | None = None
+    """The curriculum policy and behavior store; ``None`` streams the data unchanged."""
     policy: str | None = None
     """Curriculum policy (YAML file or built-in name); recorded by ``curriculum resume --policy``."""
 

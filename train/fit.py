@@ -16,6 +16,8 @@ from curriculum.typed_config import to_mapping
 from loaders.datamodule import CurriculumDataModule
 from loaders.tokenize import make_tokenizer
 from train.callbacks import ProbeLossCallback
+from train.curriculum_callback import CurriculumCallback
+from train.loader_state import ExactLoaderStateCallback
 from train.config import FitConfig
 from train.early_checkpoints import EarlyCheckpointCallback
 from train.module import CurriculumLM
@@ -72,13 +74,23 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     stream = config.data.stream
     stream.seed = config.seed if stream.seed == 0 else stream.seed
     if datamodule is None:
-        datamodule = CurriculumDataModule(config.data.shards, stream, config.data.num_workers)
+        datamodule = CurriculumDataModule(config.data.shards, stream=stream,
+                                          curriculum=config.data.curriculum,
+                                          num_workers=config.data.num_workers, run_dir=str(run_dir))
+    all_callbacks: list[L.Callback] = [ProbeLossCallback(config.trainer.probe_every_n_steps),
+                                       ExactLoaderStateCallback(), *callbacks]
+    if getattr(datamodule, "curriculum", None) is not None:
+        from policies import resolve_policy_path
+
+        # The run directory keeps a copy of the policy it trained under.
+        policy_path = resolve_policy_path(datamodule.curriculum.policy)
+        (run_dir / "policy.yaml").write_text(policy_path.read_text())
+        all_callbacks.append(CurriculumCallback(str(run_dir)))
     module = CurriculumLM(config.model, config.optim, config.trainer.max_steps)
     tokenizer = make_tokenizer(stream.tokenizer)
     module.probe_batches = load_probe_batches(config.probes_dir(), tokenizer, stream.seq_len,
                                               config.data.probe_docs)
-    trainer = build_trainer(config, run_dir,
-                            [ProbeLossCallback(config.trainer.probe_every_n_steps), *callbacks])
+    trainer = build_trainer(config, run_dir, all_callbacks)
     with warnings.catch_warnings():
         # config.yaml is ours; the logger only replaces its own metrics.csv.
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")

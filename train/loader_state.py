@@ -1,0 +1,51 @@
+"""Checkpoint the loader where training is, not where Lightning's prefetch is.
+
+Lightning fetches one batch ahead of the step it trains on (``_PrefetchDataFetcher``), so the
+``StatefulDataLoader`` state it stores in a checkpoint already counts a batch that training never
+saw, and a resumed run would skip it. This callback records the loader's state at every step and
+writes, in place of Lightning's, the state as of the last batch actually trained on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import lightning as L
+
+
+class ExactLoaderStateCallback(L.Callback):
+    """Stores the training loader's state as of the last consumed batch in checkpoints."""
+
+    def __init__(self) -> None:
+        self._states: deque[tuple[int, Any]] = deque(maxlen=8)
+
+    @staticmethod
+    def _loader(trainer: L.Trainer) -> Any:
+        combined = getattr(trainer.fit_loop, "_combined_loader", None)
+        loaders = combined.flattened if combined is not None else []
+        return loaders[0] if len(loaders) == 1 and hasattr(loaders[0], "state_dict") else None
+
+    @staticmethod
+    def _prefetched(trainer: L.Trainer) -> int:
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        return int(getattr(fetcher, "prefetch_batches", 0) or 0)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        """At step j the loader has handed out batches up to j + prefetched: remember its state."""
+        loader = self._loader(trainer)
+        if loader is not None:
+            self._states.append((trainer.global_step + self._prefetched(trainer),
+                                 loader.state_dict()))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Replace the loader state with the one through the last trained batch."""
+        last_trained = trainer.global_step - 1
+        for handed_out_through, state in self._states:
+            if handed_out_through == last_trained:
+                loop_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+                if "combined_loader" in loop_state:
+                    loop_state["combined_loader"] = [state]
+                return
