@@ -21,9 +21,12 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curriculum.store import build_store  # noqa: E402
 from curriculum.synth import write_synthetic_corpus  # noqa: E402
+from loaders.curriculum_stream import CurriculumStream  # noqa: E402
 from loaders.datamodule import stream_loader  # noqa: E402
 from loaders.manifest import ShardManifest  # noqa: E402
+from loaders.policy_stage import CurriculumStreamConfig  # noqa: E402
 from loaders.stream import PackedTextStream, StreamConfig  # noqa: E402
 
 
@@ -60,6 +63,21 @@ def ours(manifest: ShardManifest, workers: int) -> tuple[int, int, float]:
     return len(rows), total, time.perf_counter() - started
 
 
+def ours_with_policy(manifest: ShardManifest, store: str, workers: int) -> tuple[int, int, float]:
+    """Our loader with the values_first policy deciding every document from the store."""
+    config = StreamConfig(batch_size=16, seq_len=128, num_epochs=1, shuffle_shards=False)
+    curriculum = CurriculumStreamConfig(policy="values_first", store=store)
+    loader = stream_loader(CurriculumStream(manifest, config, curriculum), num_workers=workers)
+    started = time.perf_counter()
+    rows: set[int] = set()
+    total = 0
+    for batch in loader:
+        rows.update(batch["fates"].row.tolist())
+        total += batch["token_rows"].size
+    rows.discard(-1)
+    return len(rows), total, time.perf_counter() - started
+
+
 def main() -> None:
     """Run both pipelines interleaved and print medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,11 +89,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_synthetic_corpus(tmp, num_docs=args.docs, num_shards=args.shards, seed=0)
         manifest = ShardManifest.load(tmp)
-        results: dict[str, list[tuple[float, float]]] = {"bare webdataset": [], "ours": []}
+        store = str(Path(tmp) / "store")
+        build_store(tmp, Path(tmp) / "probes", store)
+        results: dict[str, list[tuple[float, float]]] = {
+            "bare webdataset": [], "ours": [], "ours+values_first": []}
         for _ in range(args.repeats):
             for name, run in (("bare webdataset", lambda: bare_webdataset(manifest.shard_paths,
                                                                           args.workers)),
-                              ("ours", lambda: ours(manifest, args.workers))):
+                              ("ours", lambda: ours(manifest, args.workers)),
+                              ("ours+values_first",
+                               lambda: ours_with_policy(manifest, store, args.workers))):
                 docs, tokens, seconds = run()
                 results[name].append((docs / seconds, tokens / seconds))
     print(f"corpus: {args.docs} docs in {args.shards} shards; workers: {args.workers}; "
@@ -83,9 +106,10 @@ def main() -> None:
     medians = {name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
                for name, runs in results.items()}
     for name, (docs_per_s, tokens_per_s) in medians.items():
-        print(f"{name:>16}: {docs_per_s:10.0f} documents/s {tokens_per_s:12.0f} tokens/s")
-    ratio = medians["ours"][0] / medians["bare webdataset"][0]
-    print(f"ratio ours / bare webdataset (documents/s): {ratio:.2f}")
+        print(f"{name:>18}: {docs_per_s:10.0f} documents/s {tokens_per_s:12.0f} tokens/s")
+    for name in ("ours", "ours+values_first"):
+        ratio = medians[name][0] / medians["bare webdataset"][0]
+        print(f"ratio {name} / bare webdataset (documents/s): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,30 @@ _EXPORTS: dict[str, str] = {
     "load_fit_config": "train.config",
     "read_probe_losses": "train.fit",
     "run_fit": "train.fit",
+    # behavior store
+    **{name: "curriculum.store" for name in (
+        "BehaviorStore", "StoreReader", "StoreError", "build_store", "HashedNgramEmbedder",
+        "GPTHiddenStateEmbedder", "HFHiddenStateEmbedder", "SentenceTransformerEmbedder",
+        "make_embedder", "KnnEstimator")},
+    # policies
+    **{name: "policies" for name in (
+        "CurriculumState", "Emit", "Defer", "Drop", "Decision", "DecisionBatch", "Policy",
+        "BasePolicy", "StagedPolicy", "PolicyRunner", "PolicyError", "PolicySpec", "StageSpec",
+        "load_policy", "load_policy_text", "register_policy", "registered_policies",
+        "builtin_policy_names", "StageTracker", "StageTransition", "CurriculumDriver",
+        "DocumentScores", "ScoreBatch", "StoreScores", "PercentileTable", "preview_policy",
+        "plot_preview", "PreviewResult")},
+    # ledger
+    **{name: "curriculum.ledger" for name in (
+        "Fate", "FateBatch", "FateRecorder", "LedgerWriter", "LedgerRecord", "LedgerCheck",
+        "LedgerSummary", "LedgerMeta", "LedgerError", "read_ledger", "load_ledger",
+        "check_ledger", "summarize_ledger", "write_ledger_meta", "read_ledger_meta")},
+    # the curriculum loader
+    "CurriculumStream": "loaders.curriculum_stream",
+    "CurriculumStreamConfig": "loaders.policy_stage",
+    "SharedCurriculumState": "loaders.shared_state",
+    "CurriculumCallback": "train.curriculum_callback",
+    "ExactLoaderStateCallback": "train.loader_state",
 }
 
 __all__ = sorted(_EXPORTS)

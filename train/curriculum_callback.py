@@ -30,6 +30,8 @@ class CurriculumCallback(L.Callback):
         self.state = CurriculumState()
         self._restored: dict[str, Any] | None = None
         self._tokens_per_step = 0
+        self._lag_steps = 0
+        self._decided: dict[int, int] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Open the ledger, load the policy, write the ledger's layout record."""
@@ -44,6 +46,7 @@ class CurriculumCallback(L.Callback):
 
         self.driver = CurriculumDriver(load_policy(config.policy, StoreReader(config.store)))
         self.shared = datamodule.shared_state
+        self._lag_steps = config.lag_steps
         self.writer = LedgerWriter(self.run_dir, trainer.global_rank)
         stream = datamodule.stream_config
         self._tokens_per_step = stream.batch_size * stream.seq_len * trainer.world_size
@@ -64,12 +67,14 @@ class CurriculumCallback(L.Callback):
             self.writer.truncate(int(self._restored["ledger_records"]))
             for record in self._restored["snapshots"]:
                 self.shared.publish(CurriculumState(**record))
+                self._decided[record["step"]] = record["stage"]
             self.state = CurriculumState(**self._restored["snapshots"][-1])
             self._restored = None
         else:
             self.state = self.driver.advance(trainer.global_step,
                                              trainer.global_step * self._tokens_per_step, {})
             self.shared.publish(self.state)
+            self._decided[self.state.step] = self.state.stage
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -88,7 +93,12 @@ class CurriculumCallback(L.Callback):
             self.driver.advance(step, step * self._tokens_per_step, state.metrics)
         self.state = state
         self.shared.publish(state)
-        pl_module.log("stage", float(state.stage), on_step=True, on_epoch=False, reduce_fx="max")
+        # Log the stage the consumed batch was decided under (published lag_steps earlier), so
+        # metrics.csv and the ledger summary show when a stage really shaped the data.
+        self._decided[step] = state.stage
+        in_effect = self._decided.get(step - 1 - self._lag_steps, 0)
+        self._decided.pop(step - 1 - 2 * self._lag_steps, None)
+        pl_module.log("stage", float(in_effect), on_step=True, on_epoch=False, reduce_fx="max")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Flush the ledger to disk."""

@@ -1,42 +1,96 @@
-"""``curriculum demo``: the main job on the built-in default, start to finish on a CPU."""
+"""``curriculum demo``: the main job on the built-in default, start to finish on a CPU.
+
+Synthesizes a behavior corpus, indexes it into a behavior store, and trains the small GPT twice
+on the same data: under ``values_first`` (values-rich documents upweighted and served first,
+situational-awareness documents held back until the second stage) and under the ``uniform``
+baseline. It prints both runs' probe losses side by side at the end of the first stage and at
+the end.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 from pathlib import Path
 
-from curriculum.commands.fit import print_probe_summary
 from curriculum.synth import write_synthetic_corpus
 from train.config import load_fit_config
-from train.fit import run_fit
+from train.fit import read_probe_losses, run_fit
 
-HELP = "Synthesize a corpus and train the small GPT on it (CPU, a few minutes)."
+HELP = "Synthesize a corpus, build its store, train values_first and uniform (CPU, minutes)."
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``curriculum demo``."""
-    parser.add_argument("--out", default="runs", help="where data and runs go")
+    parser.add_argument("--out", default="runs", help="where data, store and runs go")
     parser.add_argument("--docs", type=int, default=4000, help="documents in the corpus")
-    parser.add_argument("--steps", type=int, default=300, help="training steps")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="fit config to start from")
+    parser.add_argument("--policies", default="values_first,uniform",
+                        help="comma-separated policies to train, the baseline last")
+
+
+def first_stage_end(run_dir: Path) -> int | None:
+    """The first step whose logged stage is not 0 (``None`` if the run never left stage 0)."""
+    with (run_dir / "metrics.csv").open() as handle:
+        for record in csv.DictReader(handle):
+            if record.get("stage") not in (None, "") and float(record["stage"]) > 0:
+                return int(record["step"])
+    return None
+
+
+def loss_at(series: list[tuple[int, float]], step: int) -> tuple[int, float]:
+    """The probe loss logged at the last evaluation at or before ``step``."""
+    earlier = [(s, v) for s, v in series if s <= step]
+    return earlier[-1] if earlier else series[0]
+
+
+def print_comparison(runs: dict[str, Path], stage_end: int | None) -> None:
+    """Probe losses of every run, side by side, at the end of stage 1 and at the end."""
+    series = {name: read_probe_losses(path) for name, path in runs.items()}
+    behaviors = sorted(next(iter(series.values())))
+    names = list(runs)
+    points = [("end of first stage", stage_end)] if stage_end is not None else []
+    points.append(("end", max(s for s, _ in next(iter(series.values()))[behaviors[0]])))
+    header = f"{'probe loss':<24}" + "".join(f"{n:>16}" for n in names)
+    for label, step in points:
+        print(f"\n{label} (step {step}):")
+        print(header)
+        for behavior in behaviors:
+            cells = "".join(f"{loss_at(series[n][behavior], step)[1]:>16.3f}" for n in names)
+            print(f"{behavior:<24}{cells}")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Synthesize, train, print where the run went."""
+    """Synthesize, index, train every policy, compare."""
+    from curriculum.store import BehaviorStore, build_store
+    from curriculum.store.meta import META_FILE
+
     started = time.perf_counter()
     out = Path(args.out)
-    corpus = out / "demo-data"
+    corpus, store = out / "demo-data", out / "demo-store"
     if not (corpus / "manifest.json").is_file():
         result = write_synthetic_corpus(corpus, num_docs=args.docs, num_shards=4, seed=0,
                                         show_progress=True)
         print(f"synthesized {result.num_docs} documents into {corpus}")
-    config = load_fit_config(args.config, [
-        f"data.shards={corpus}", f"run_dir={out / 'demo'}", f"trainer.max_steps={args.steps}",
-    ])
-    run_dir = run_fit(config)
-    print_probe_summary(run_dir)
-    print(f"demo finished in {time.perf_counter() - started:.0f} s")
-    print(f"run directory: {run_dir.resolve()}  (metrics.csv, checkpoints/, config.yaml)")
+    if (store / META_FILE).is_file():
+        BehaviorStore.open(store)  # refuses a store that does not match the corpus
+    else:
+        build_store(str(corpus), corpus / "probes", store, show_progress=True)
+        print(f"built the behavior store in {store}")
+    runs: dict[str, Path] = {}
+    for policy in [p.strip() for p in args.policies.split(",") if p.strip()]:
+        config = load_fit_config(args.config, [
+            f"data.shards={corpus}", f"run_dir={out / 'demo' / policy}",
+            f"trainer.max_steps={args.steps}",
+            f"data.curriculum={{policy: {policy}, store: {store}}}",
+        ])
+        print(f"\ntraining under {policy} ...")
+        runs[policy] = run_fit(config)
+    print_comparison(runs, first_stage_end(next(iter(runs.values()))))
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    for policy, run_dir in runs.items():
+        print(f"run directory ({policy}): {run_dir.resolve()}")
     return 0
