@@ -8,6 +8,7 @@ from pathlib import Path
 from curriculum.typed_config import apply_overrides, from_mapping, load_yaml
 from loaders.policy_stage import CurriculumStreamConfig
 from loaders.stream import StreamConfig
+from train.attribution_callback import AttributionSettings
 from train.early_checkpoints import EarlyCheckpointConfig
 from train.model import GPTConfig
 
@@ -60,6 +61,8 @@ class DataConfig:
     """Tokenization and packing."""
     probe_docs: int = 32
     """Probe documents per behavior used for probe losses."""
+    attribution: AttributionSettings | None = None
+    """Online attribution written into the store during training; ``None`` turns it off."""
     curriculum: CurriculumStreamConfig | None = None
     """The curriculum policy and behavior store; ``None`` streams the data unchanged."""
     policy: str | None = None

@@ -15,11 +15,12 @@ from lightning.pytorch.loggers import CSVLogger
 from curriculum.typed_config import to_mapping
 from loaders.datamodule import CurriculumDataModule
 from loaders.tokenize import make_tokenizer
+from train.attribution_callback import AttributionCallback
 from train.callbacks import ProbeLossCallback
-from train.curriculum_callback import CurriculumCallback
-from train.loader_state import ExactLoaderStateCallback
 from train.config import FitConfig
+from train.curriculum_callback import CurriculumCallback
 from train.early_checkpoints import EarlyCheckpointCallback
+from train.loader_state import ExactLoaderStateCallback
 from train.module import CurriculumLM
 from train.probes import load_probe_batches
 
@@ -86,6 +87,11 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
         policy_path = resolve_policy_path(datamodule.curriculum.policy)
         (run_dir / "policy.yaml").write_text(policy_path.read_text())
         all_callbacks.append(CurriculumCallback(str(run_dir)))
+    if config.data.attribution is not None:
+        settings = config.data.attribution
+        if not settings.store and config.data.curriculum is not None:
+            settings.store = config.data.curriculum.store
+        all_callbacks.append(AttributionCallback(settings))
     module = CurriculumLM(config.model, config.optim, config.trainer.max_steps)
     tokenizer = make_tokenizer(stream.tokenizer)
     module.probe_batches = load_probe_batches(config.probes_dir(), tokenizer, stream.seq_len,

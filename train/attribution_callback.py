@@ -1,0 +1,143 @@
+"""Online attribution during training: In-Run Data Shapley scores written into the store.
+
+Every ``every_n_steps`` steps the callback arms :class:`curriculum.attribution.InRunAttributor`
+before the forward, reads the (B, K) scores after Lightning's backward (``on_after_backward``,
+before clipping and the optimizer step, so the update is untouched), multiplies by ``-lr`` and
+adds them to the behavior store's attribution table. Probe gradients are recomputed every
+``probe_refresh_steps``. Under DDP the scores of every rank are gathered, and the rank-local
+leader of each node (local rank 0, the store's single writer) records all of them, so every
+node's store holds every measurement. kNN estimates for unmeasured rows are refreshed every
+``estimate_every_n_steps`` in the same writer process (FAISS never runs in DataLoader workers).
+
+Rows. With ``pad`` packing a batch row is one document and its score is exact. With ``concat``
+packing a row holds several documents that attention mixes; the row's score is then split over
+its documents in proportion to their labelled tokens (an approximation, reported as such).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch.distributed as dist
+
+from curriculum.attribution import AttributionConfig, InRunAttributor
+
+
+@dataclass
+class AttributionSettings:
+    """When and how attribution runs during training."""
+
+    store: str = ""
+    """Behavior store directory to write the scores into."""
+    every_n_steps: int = 4
+    """Score the training batch every this many steps."""
+    probe_refresh_steps: int = 25
+    """Recompute the probe gradients every this many steps."""
+    estimate_every_n_steps: int = 100
+    """Refresh the kNN estimates of unmeasured rows every this many steps (0: never)."""
+    attributor: AttributionConfig = field(default_factory=AttributionConfig)
+    """Exact or sketched mode, preconditioning and the like."""
+
+
+def row_scores(scores: np.ndarray, token_rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
+                                                                                       np.ndarray]:
+    """Per-document scores from per-sequence scores (B, K): each sequence's score split over its
+    documents by their share of its labelled tokens. Returns (rows, scores)."""
+    out_rows, out_scores = [], []
+    valid = labels != -100
+    for index in range(scores.shape[0]):
+        rows = token_rows[index][valid[index] & (token_rows[index] >= 0)]
+        if rows.size == 0:
+            continue
+        unique, counts = np.unique(rows, return_counts=True)
+        share = counts / counts.sum()
+        out_rows.append(unique)
+        out_scores.append(share[:, None] * scores[index][None, :])
+    if not out_rows:
+        return np.zeros(0, np.int64), np.zeros((0, scores.shape[1]), np.float32)
+    return np.concatenate(out_rows), np.concatenate(out_scores).astype(np.float32)
+
+
+class AttributionCallback(L.Callback):
+    """Writes per-document, per-behavior attribution scores into the behavior store."""
+
+    def __init__(self, settings: AttributionSettings) -> None:
+        if settings.every_n_steps < 1 or settings.probe_refresh_steps < 1:
+            raise ValueError("every_n_steps and probe_refresh_steps must be >= 1")
+        self.settings = settings
+        self.attributor: InRunAttributor | None = None
+        self.store: Any = None
+        self.behaviors: tuple[str, ...] = ()
+        self._last_refresh = -1
+        self._batch: Any = None
+        self.measured_rows = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Open the store (writer on local rank 0) and attach the attributor."""
+        from curriculum.store import BehaviorStore, StoreReader
+
+        reader = StoreReader(self.settings.store)
+        self.behaviors = tuple(reader.behaviors)
+        missing = [b for b in self.behaviors if b not in pl_module.probe_batches]
+        if missing:
+            raise ValueError(f"{self.settings.store}: no probe set for behaviors {missing}")
+        if trainer.local_rank == 0:
+            self.store = BehaviorStore.open(self.settings.store)
+        self.attributor = InRunAttributor(pl_module.model, optimizer=trainer.optimizers[0],
+                                          config=self.settings.attributor)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        """Refresh probe gradients on schedule and arm the hooks for this step."""
+        step = trainer.global_step
+        if step % self.settings.every_n_steps:
+            return
+        if self._last_refresh < 0 or step - self._last_refresh >= self.settings.probe_refresh_steps:
+            probes = {b: {k: v.to(pl_module.device) for k, v in pl_module.probe_batches[b].items()}
+                      for b in self.behaviors}
+            losses = self.attributor.refresh_probe_gradients(probes)
+            self._last_refresh = step
+            for behavior, loss in (losses or {}).items():
+                pl_module.log(f"attribution/probe_loss/{behavior}", float(loss), on_step=True)
+        self._batch = batch
+        self.attributor.begin(batch)
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Read the scores of the batch just backpropagated, gather them, write the store."""
+        if self.attributor is None or not self.attributor.armed:
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        scores = self.attributor.finish(lr=lr).detach().double().cpu().numpy()
+        batch = self._batch
+        rows, per_row = row_scores(scores, batch["token_rows"].cpu().numpy(),
+                                   batch["labels"].cpu().numpy())
+        gathered = [(rows, per_row)]
+        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (rows, per_row))
+        if self.store is not None:
+            all_rows = np.concatenate([g[0] for g in gathered])
+            all_scores = np.concatenate([g[1] for g in gathered])
+            self.store.record_attribution(all_rows, all_scores)
+            self.measured_rows += len(all_rows)
+        pl_module.log("attribution/mean_score", float(np.mean(scores)) if scores.size else 0.0,
+                      on_step=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        """Disarm if the backward was skipped; refresh estimates on schedule."""
+        if self.attributor is not None and self.attributor.armed:
+            self.attributor.cancel()
+        every = self.settings.estimate_every_n_steps
+        if self.store is not None and every and trainer.global_step % every == 0:
+            self.store.refresh_estimates()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Final estimates, then release the hooks."""
+        if self.store is not None and self.settings.estimate_every_n_steps:
+            self.store.refresh_estimates()
+        if self.attributor is not None:
+            self.attributor.close()
