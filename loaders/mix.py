@@ -14,7 +14,8 @@ Invariants:
 - Rows stay unique: source ``k``'s rows are shifted by the row counts of sources ``0..k-1``
   (``row_offsets``), so source 0 keeps its own row ids.
 - The stream ends when any source runs out (a finite ``num_epochs``): past that point the
-  proportions could no longer be kept.
+  proportions could no longer be kept. The packer's remainder then goes out as one padded batch,
+  as in :class:`PackedTextStream`.
 - Resumable: the state holds each source's position, the number of draws and the packer buffer.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.datamodule import CurriculumDataModule
 from loaders.documents import Document
 from loaders.manifest import ShardManifest, manifest_for
@@ -145,6 +147,10 @@ class MixedTextStream(IterableDataset):
                 batch["skipped_rows"] = skipped - skipped_before
                 skipped_before = skipped
                 yield batch
+        if packer.has_tokens():  # a source ran out: the remainder, padded, loses nothing
+            batch = packer.pop_partial()
+            batch["skipped_rows"] = self._skipped() - skipped_before
+            yield batch
 
     def _skipped(self) -> int:
         return sum(stream.skips.total for stream in self.streams)
@@ -157,12 +163,12 @@ class MixedTextStream(IterableDataset):
                                           strict=True):
             # A source not read since (re)start still stands where it was restored to.
             sources.append(stream.state_dict() if started or state is None else state)
-        return {
+        return to_checkpointable({
             "draws": self._draws,
             "sources": sources,
             "packer": self._packer.state_dict() if self._packer is not None else None,
             "config": self._config_record,
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict` at the next ``__iter__``."""
@@ -173,7 +179,7 @@ class MixedTextStream(IterableDataset):
         if len(state["sources"]) != len(self.streams):
             raise ValueError(f"mixed loader state has {len(state['sources'])} sources, "
                              f"the stream {len(self.streams)}")
-        self._resume = {k: v for k, v in state.items() if k != "config"}
+        self._resume = from_checkpointable({k: v for k, v in state.items() if k != "config"})
 
 
 class MixedDataModule(CurriculumDataModule):

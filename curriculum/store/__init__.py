@@ -1,0 +1,44 @@
+"""The behavior store: per-document embeddings in FAISS, affinity and attribution tables.
+
+``build_store`` makes one from shards and probe sets; ``BehaviorStore.open`` reopens it in the
+writer (FAISS, attribution updates, kNN estimates); ``StoreReader`` (or ``BehaviorStore.open(path,
+readonly=True)``) is the FAISS-free, picklable handle for DataLoader workers. Importing this
+package does not import FAISS or torch.
+"""
+
+from curriculum.store.affinity import AFFINITY_DEFINITION, probe_affinity
+from curriculum.store.build import build_store, read_probe_sets
+from curriculum.store.embedders import (
+    Embedder,
+    GPTHiddenStateEmbedder,
+    HashedNgramEmbedder,
+    HFHiddenStateEmbedder,
+    SentenceTransformerEmbedder,
+    load_embedder,
+    make_embedder,
+)
+from curriculum.store.errors import StoreError
+from curriculum.store.estimate import KnnEstimator
+from curriculum.store.index import choose_index_factory
+from curriculum.store.reader import ShardSummaries, StoreReader
+from curriculum.store.store import BehaviorStore
+
+__all__ = [
+    "AFFINITY_DEFINITION",
+    "BehaviorStore",
+    "Embedder",
+    "GPTHiddenStateEmbedder",
+    "HFHiddenStateEmbedder",
+    "HashedNgramEmbedder",
+    "KnnEstimator",
+    "SentenceTransformerEmbedder",
+    "ShardSummaries",
+    "StoreError",
+    "StoreReader",
+    "build_store",
+    "choose_index_factory",
+    "load_embedder",
+    "make_embedder",
+    "probe_affinity",
+    "read_probe_sets",
+]
