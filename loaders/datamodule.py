@@ -42,8 +42,8 @@ class CurriculumDataModule(L.LightningDataModule):
     mid-epoch. Rank and world size are taken from the trainer in :meth:`setup`.
     """
 
-    def __init__(self, shards: str | Sequence[str], store: str | None = None,
-                 policy: str | None = None, stream: StreamConfig | None = None,
+    def __init__(self, shards: str | Sequence[str], stream: StreamConfig | None = None, *,
+                 store: str | None = None, policy: str | None = None,
                  curriculum: CurriculumStreamConfig | None = None, num_workers: int = 1,
                  prefetch_batches: int = 2, run_dir: str | None = None) -> None:
         super().__init__()

@@ -3,7 +3,9 @@
 Lightning fetches one batch ahead of the step it trains on (``_PrefetchDataFetcher``), so the
 ``StatefulDataLoader`` state it stores in a checkpoint already counts a batch that training never
 saw, and a resumed run would skip it. This callback records the loader's state at every step and
-writes, in place of Lightning's, the state as of the last batch actually trained on.
+writes, in place of Lightning's, the state as of the last batch actually trained on (with numpy
+arrays turned into tensors, so the checkpoint loads with ``weights_only=True``). Add it to every
+trainer that streams from our loaders; ``run_fit`` does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections import deque
 from typing import Any
 
 import lightning as L
+
+from loaders.checkpointable import arrays_to_tensors
 
 
 class ExactLoaderStateCallback(L.Callback):
@@ -41,11 +45,14 @@ class ExactLoaderStateCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        """Replace the loader state with the one through the last trained batch."""
+        """Replace the loader state with the one through the last trained batch, with its
+        arrays as tensors so the checkpoint loads with ``weights_only=True``."""
+        loop_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        if "combined_loader" not in loop_state:
+            return
         last_trained = trainer.global_step - 1
         for handed_out_through, state in self._states:
             if handed_out_through == last_trained:
-                loop_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
-                if "combined_loader" in loop_state:
-                    loop_state["combined_loader"] = [state]
-                return
+                loop_state["combined_loader"] = [state]
+                break
+        loop_state["combined_loader"] = arrays_to_tensors(loop_state["combined_loader"])

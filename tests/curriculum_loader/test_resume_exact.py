@@ -8,6 +8,7 @@ import torch
 from support import BatchRecorder, tiny_config
 
 from curriculum.ledger import check_ledger, load_ledger
+from loaders.checkpointable import from_checkpointable
 from train.fit import run_fit
 
 
@@ -24,7 +25,7 @@ def test_resume_mid_epoch_is_exact_with_two_workers(corpus_with_store, tmp_path)
     saved = torch.load(checkpoint, weights_only=True)
     loader = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     workers = loader["_snapshot"]["_worker_snapshots"].values()
-    states = [w["dataset_state"] for w in workers]
+    states = [from_checkpointable(w["dataset_state"]) for w in workers]
     assert sum(len(s["window"]["items"]) for s in states) > 0
     assert sum(len(s["spool"]["pending"]["row"]) for s in states) > 0
 

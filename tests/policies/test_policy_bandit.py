@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BEHAVIORS, MemoryStore
+from policy_support import BEHAVIORS, MemoryStore
 
 from policies import (
     CurriculumDriver,

@@ -6,7 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import BEHAVIORS, MemoryStore
+from policy_support import BEHAVIORS, MemoryStore
 
 from policies import (
     CurriculumState,

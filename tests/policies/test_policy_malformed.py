@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import BEHAVIORS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from policy_support import BEHAVIORS
 
 from policies import PolicyError, load_policy_text
 from policies.load import BUILTIN_POLICY_DIR

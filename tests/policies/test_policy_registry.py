@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BEHAVIORS, MemoryStore
+from policy_support import BEHAVIORS, MemoryStore
 
 from policies import (
     BasePolicy,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from conftest import BEHAVIORS
+from policy_support import BEHAVIORS
 
 from policies import PolicyError, load_policy, load_policy_text
 from policies.schema import Delay, Downweight, DropRule, Prioritize, Sample, Tag, Upweight

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import MemoryStore
+from policy_support import MemoryStore
 
 from policies import CurriculumState, PercentileTable, StoreScores
 from policies.scores import ScoreLayout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from conftest import BEHAVIORS
+from policy_support import BEHAVIORS
 
 from policies import CurriculumDriver, StageTracker, load_policy_text
 
