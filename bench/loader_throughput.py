@@ -26,25 +26,28 @@ from curriculum.synth import write_synthetic_corpus  # noqa: E402
 from loaders.curriculum_stream import CurriculumStream  # noqa: E402
 from loaders.datamodule import stream_loader  # noqa: E402
 from loaders.manifest import ShardManifest  # noqa: E402
+from loaders.packing import keep_as_is  # noqa: E402
 from loaders.policy_stage import CurriculumStreamConfig  # noqa: E402
 from loaders.stream import PackedTextStream, StreamConfig  # noqa: E402
 
 
 def bare_webdataset(urls: list[str], workers: int) -> tuple[int, int, float]:
-    """webdataset reads, decodes and byte-tokenizes every document; no packing."""
+    """webdataset reads, decodes and byte-tokenizes every document and hands the token arrays
+    to the training process in batches of 5 documents (about the 2,048 tokens of one of our
+    batches), so both pipelines deliver the same payload; no packing, no row ids."""
 
-    def tokens(sample: dict) -> int:
-        return len(np.frombuffer(sample["txt"].encode("utf-8"), dtype=np.uint8))
+    def tokens(sample: dict) -> np.ndarray:
+        return np.frombuffer(sample["txt"].encode("utf-8"), dtype=np.uint8).astype(np.int64)
 
     dataset = (wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
                               workersplitter=wds.split_by_worker, empty_check=False)
-               .decode().map(tokens).batched(256, collation_fn=list, partial=True))
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+               .decode().map(tokens).batched(5, collation_fn=list, partial=True))
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=keep_as_is)
     started = time.perf_counter()
     docs = total = 0
     for batch in loader:
         docs += len(batch)
-        total += int(sum(batch))
+        total += sum(len(t) for t in batch)
     return docs, total, time.perf_counter() - started
 
 

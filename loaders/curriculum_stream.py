@@ -109,8 +109,12 @@ class CurriculumStream(PackedTextStream):
         # A worker checkpointed before its first batch has a position but nothing else yet.
         if "packer" in resume:
             packer.load_state_dict(resume["packer"])
+        def tokens_of(row: int) -> np.ndarray:
+            text = decode_text(read_row_text(self.manifest, row) or {}, self.config.text_field)
+            return encode(tokenizer, text if isinstance(text, str) else "")
+
         if "window" in resume:
-            window.load_state_dict(resume["window"])
+            window.load_state_dict(resume["window"], tokens_of)
             spool.load_state_dict(resume["spool"])
         live = {"batches": int(resume.get("batches", 0)),
                 "chunk_state": resume.get("chunk_state"),

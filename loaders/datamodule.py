@@ -20,8 +20,12 @@ from loaders.stream import PackedTextStream, StreamConfig
 
 
 def stream_loader(dataset: PackedTextStream, num_workers: int = 1, prefetch_batches: int = 2,
-                  snapshot_every_n_steps: int = 1) -> StatefulDataLoader:
-    """A resumable DataLoader over a packed stream: no re-batching, numpy out of the workers."""
+                  snapshot_every_n_steps: int = 16) -> StatefulDataLoader:
+    """A resumable DataLoader over a packed stream: no re-batching, numpy out of the workers.
+
+    Workers send their state with one batch in ``snapshot_every_n_steps``; a checkpoint taken in
+    between is restored by replaying the few batches since the last snapshot (the stream is
+    deterministic), which keeps the per-batch cost of resumability low."""
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra = {"prefetch_factor": prefetch_batches, "persistent_workers": False}
@@ -45,7 +49,8 @@ class CurriculumDataModule(L.LightningDataModule):
     def __init__(self, shards: str | Sequence[str], stream: StreamConfig | None = None, *,
                  store: str | None = None, policy: str | None = None,
                  curriculum: CurriculumStreamConfig | None = None, num_workers: int = 1,
-                 prefetch_batches: int = 2, run_dir: str | None = None) -> None:
+                 prefetch_batches: int = 2, run_dir: str | None = None,
+                 snapshot_every_n_steps: int = 16) -> None:
         super().__init__()
         self.shards = shards
         self.stream_config = stream or StreamConfig()
@@ -57,6 +62,7 @@ class CurriculumDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.prefetch_batches = prefetch_batches
         self.run_dir = run_dir
+        self.snapshot_every_n_steps = snapshot_every_n_steps
         self.manifest: ShardManifest | None = None
         self.dataset: PackedTextStream | None = None
         self.shared_state: SharedCurriculumState | None = None
@@ -88,7 +94,8 @@ class CurriculumDataModule(L.LightningDataModule):
         """Batches come packed from the dataset, so the loader does no batching itself."""
         if self.dataset is None:
             self.setup("fit")
-        return stream_loader(self.dataset, self.num_workers, self.prefetch_batches)
+        return stream_loader(self.dataset, self.num_workers, self.prefetch_batches,
+                             self.snapshot_every_n_steps)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Workers hand over numpy arrays; tensors are made here, in the training process."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,18 +84,20 @@ class PriorityWindow:
                 return self._items.pop(seq)
 
     def state_dict(self) -> dict[str, Any]:
-        """Window contents in arrival order (the heap is rebuilt on load)."""
+        """Window contents in arrival order, as row references: the state travels with every
+        batch, so tokens are not copied into it (:meth:`load_state_dict` re-reads them)."""
         items = [self._items[s] for s in sorted(self._items)]
         return {
             "next_seq": self._next_seq,
-            "items": [(i.row, i.epoch, i.tokens, i.weight, i.priority, i.seq) for i in items],
+            "items": [(i.row, i.epoch, i.weight, i.priority, i.seq) for i in items],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+    def load_state_dict(self, state: dict[str, Any],
+                        tokens_of: Callable[[int], np.ndarray]) -> None:
+        """Restore :meth:`state_dict`; ``tokens_of(row)`` re-reads a document's tokens."""
         self._heap, self._items, self._arrivals = [], {}, deque()
-        for row, epoch, tokens, weight, priority, seq in state["items"]:
-            item = WindowItem(int(row), int(epoch), np.asarray(tokens), float(weight),
+        for row, epoch, weight, priority, seq in state["items"]:
+            item = WindowItem(int(row), int(epoch), tokens_of(int(row)), float(weight),
                               float(priority), int(seq))
             self._items[item.seq] = item
             heapq.heappush(self._heap, (-item.priority, tie_break(self.seed, item.epoch, item.row),

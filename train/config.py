@@ -61,6 +61,9 @@ class DataConfig:
     """Tokenization and packing."""
     probe_docs: int = 32
     """Probe documents per behavior used for probe losses."""
+    snapshot_every_n_steps: int = 16
+    """Workers send their resumable state with one batch in this many (resuming in between
+    replays the batches since the last snapshot)."""
     attribution: AttributionSettings | None = None
     """Online attribution written into the store during training; ``None`` turns it off."""
     curriculum: CurriculumStreamConfig | None = None

@@ -77,7 +77,8 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     if datamodule is None:
         datamodule = CurriculumDataModule(config.data.shards, stream=stream,
                                           curriculum=config.data.curriculum,
-                                          num_workers=config.data.num_workers, run_dir=str(run_dir))
+                                          num_workers=config.data.num_workers, run_dir=str(run_dir),
+                                          snapshot_every_n_steps=config.data.snapshot_every_n_steps)
     all_callbacks: list[L.Callback] = [ProbeLossCallback(config.trainer.probe_every_n_steps),
                                        ExactLoaderStateCallback(), *callbacks]
     if getattr(datamodule, "curriculum", None) is not None:

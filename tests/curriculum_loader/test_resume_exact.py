@@ -18,8 +18,10 @@ def test_resume_mid_epoch_is_exact_with_two_workers(corpus_with_store, tmp_path)
     run_fit(tiny_config(corpus, store, tmp_path / "whole", "trainer.max_steps=36"), callbacks=[whole])
 
     first = BatchRecorder()
+    # Snapshots every step, so the checkpoint's loader state can be inspected below.
     run_fit(tiny_config(corpus, store, tmp_path / "cut", "trainer.max_steps=20",
-                        "trainer.checkpoint_every_n_steps=15"), callbacks=[first])
+                        "trainer.checkpoint_every_n_steps=15", "data.snapshot_every_n_steps=1"),
+            callbacks=[first])
     checkpoint = tmp_path / "cut" / "checkpoints" / "step-000015.ckpt"
     # The interruption must fall where it is hard: documents waiting in the window and spool.
     saved = torch.load(checkpoint, weights_only=True)

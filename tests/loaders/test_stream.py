@@ -46,13 +46,14 @@ def _fingerprint(batch: dict) -> str:
     return digest.hexdigest()
 
 
-def test_mid_epoch_resume_with_two_workers_is_exact(small_corpus) -> None:
+@pytest.mark.parametrize("snapshot_every_n_steps", [1, 16])
+def test_mid_epoch_resume_with_two_workers_is_exact(small_corpus, snapshot_every_n_steps) -> None:
     manifest = ShardManifest.load(small_corpus.out_dir)
     config = StreamConfig(batch_size=2, seq_len=64, num_epochs=1, seed=3)
 
     def loader():
         return stream_loader(PackedTextStream(manifest, config),
-                                  num_workers=2, snapshot_every_n_steps=1)
+                             num_workers=2, snapshot_every_n_steps=snapshot_every_n_steps)
 
     reference = [_fingerprint(b) for b in loader()]
     first = loader()
