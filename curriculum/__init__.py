@@ -66,6 +66,29 @@ _EXPORTS: dict[str, str] = {
         "Fate", "FateBatch", "FateRecorder", "LedgerWriter", "LedgerRecord", "LedgerCheck",
         "LedgerSummary", "LedgerMeta", "LedgerError", "read_ledger", "load_ledger",
         "check_ledger", "summarize_ledger", "write_ledger_meta", "read_ledger_meta")},
+    # online attribution
+    **{name: "curriculum.attribution" for name in (
+        "InRunAttributor", "AttributionConfig", "ScoreResult", "UncoveredParametersWarning",
+        "GradientFeatureProjector", "GradientFeatureConfig", "GradientFeatureEmbedder",
+        "per_example_token_loss", "mean_token_probe_loss", "adam_preconditioner",
+        "spearman_correlation")},
+    "AttributionCallback": "train.attribution_callback",
+    "AttributionSettings": "train.attribution_callback",
+    # branching and synthetic data
+    **{name: "train.early_checkpoints" for name in (
+        "EarlyCheckpointConfig", "EarlyCheckpointCallback", "EarlyCheckpoint",
+        "list_early_checkpoints")},
+    **{name: "train.branch" for name in (
+        "BranchConfig", "BranchError", "run_branch", "prepare_branch", "read_lineage",
+        "load_checkpoint", "LR_SCHEDULES")},
+    **{name: "train.sweep" for name in ("run_sweep", "SweepResult", "SweepRow")},
+    **{name: "loaders.mix" for name in ("MixedTextStream", "MixSource", "MixedDataModule")},
+    **{name: "curriculum.lm_generator" for name in (
+        "LMGeneratorConfig", "SamplingConfig", "generate_lm_documents", "write_lm_corpus",
+        "DEFAULT_PROMPTS", "load_prompts")},
+    **{name: "curriculum.synthetic_sources" for name in ("SyntheticOptions", "resolve_data_spec")},
+    **{name: "curriculum.store" for name in (
+        "ShardSummaries", "Embedder", "load_embedder", "read_probe_sets", "choose_index_factory")},
     # the curriculum loader
     "CurriculumStream": "loaders.curriculum_stream",
     "CurriculumStreamConfig": "loaders.policy_stage",

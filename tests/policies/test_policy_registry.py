@@ -81,13 +81,13 @@ def test_the_documented_example_works(memory_store: MemoryStore) -> None:
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()
-    section = text[text.index("## Policies in Python"):]
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Policies in Python"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     yaml_text = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
     try:
-        exec(compile(code, "docs/policies.md", "exec"), namespace)  # noqa: S102 - our own docs
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own docs
         policy = load_policy_text(yaml_text, memory_store)
         rows = np.arange(memory_store.num_rows)
         decisions = PolicyRunner(policy, memory_store).decide_rows(rows, CurriculumState())
