@@ -69,7 +69,8 @@ class BranchConfig:
     mix: list[tuple[str, float]] = field(default_factory=list)
     """Other sources and their shares, e.g. ``[("parent", 0.3)]``; ``data`` gets the rest."""
     policy: str | None = None
-    """Curriculum policy to record in the branch's data config."""
+    """Curriculum policy for the branch's stream (a behavior store of the branch's data is built
+    inside the branch directory); not combinable with ``mix``."""
     lr_schedule: str = DEFAULT_LR_SCHEDULE
     """``continue`` or ``restart-warmup`` (see the module docstring)."""
     with_optimizer: bool = True
@@ -339,6 +340,20 @@ def prepare_branch(branch: BranchConfig) -> PreparedBranch:
         config.optim.decay_steps = None  # warmup, then decay over the branch's own steps
     if branch.overrides:
         config = from_mapping(FitConfig, apply_overrides(to_mapping(config), branch.overrides))
+    if branch.policy:
+        if branch.mix:
+            raise BranchError("--policy with --mix is not supported: a policy decides the rows "
+                              "of one corpus and its behavior store")
+        # A policy reads the store of the branch's own corpus: index it with the parent's probe
+        # sets (so the behaviors match), once, inside the branch directory.
+        from curriculum.store import build_store
+        from loaders.policy_stage import CurriculumStreamConfig
+
+        store_dir = branch_dir / "store"
+        if not store_dir.exists():
+            branch_dir.mkdir(parents=True, exist_ok=True)
+            build_store(config.data.shards, config.data.probes, store_dir)
+        config.data.curriculum = CurriculumStreamConfig(policy=branch.policy, store=str(store_dir))
 
     parent_world = parent.trainer.devices * parent.trainer.num_nodes
     branch_world = config.trainer.devices * config.trainer.num_nodes

@@ -99,15 +99,14 @@ def test_resume_command_mixes_restarts_warmup_and_drops_optimizer(parent_run, al
     out = tmp_path / "resumed"
     code = main(["resume", "--from", str(parent_run), "--step", "16", "--data",
                  str(aligned_corpus.out_dir), "--mix", "parent=0.3", "--steps", "2",
-                 "--lr-schedule", "restart-warmup", "--no-optimizer", "--policy", "uniform",
-                 "--out", str(out)])
+                 "--lr-schedule", "restart-warmup", "--no-optimizer", "--out", str(out)])
     assert code == 0
     assert "at step 16" in capsys.readouterr().out
     lineage = read_lineage(out)
     assert lineage["mix"] == [{"source": str(aligned_corpus.out_dir), "share": pytest.approx(0.7)},
                               {"source": "parent", "share": pytest.approx(0.3)}]
     assert (lineage["lr_schedule"], lineage["with_optimizer"], lineage["policy"]) == (
-        "restart-warmup", False, "uniform")
+        "restart-warmup", False, None)
     final, _ = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert final["lr_schedulers"][0]["last_epoch"] == 2  # a new schedule, counted from the branch
     assert all(int(s["step"]) == 2 for s in final["optimizer_states"][0]["state"].values())
@@ -136,3 +135,20 @@ def test_parse_mix_accepts_sources_with_commas() -> None:
         parse_mix("parent=lots")
     with pytest.raises(BranchError, match="sum below 1"):
         BranchConfig("x.ckpt", "data", mix=[("parent", 0.6), ("other", 0.5)])
+
+
+def test_branch_with_a_policy_indexes_its_corpus_and_keeps_a_ledger(branched, aligned_corpus,
+                                                                   tmp_path) -> None:
+    from curriculum.ledger import check_ledger
+
+    run_dir = run_branch(BranchConfig(str(branched["checkpoint"]), str(aligned_corpus.out_dir),
+                                      steps=BRANCH_STEPS, policy="values_first",
+                                      run_dir=str(tmp_path / "with-policy")))
+    assert (run_dir / "store" / "store.json").is_file()
+    assert (run_dir / "policy.yaml").is_file()
+    report = check_ledger(run_dir)
+    assert report.ok and report.num_records > 0
+    with pytest.raises(BranchError, match="--policy with --mix"):
+        run_branch(BranchConfig(str(branched["checkpoint"]), str(aligned_corpus.out_dir),
+                                policy="values_first", mix=[("parent", 0.5)],
+                                run_dir=str(tmp_path / "mixed")))
