@@ -2,8 +2,10 @@
 
 Every ``every_n_steps`` steps the callback arms :class:`curriculum.attribution.InRunAttributor`
 before the forward, reads the (B, K) scores after Lightning's backward (``on_after_backward``,
-before clipping and the optimizer step, so the update is untouched), multiplies by ``-lr`` and
-adds them to the behavior store's attribution table. Probe gradients are recomputed every
+before clipping and the optimizer step, so the update is untouched), multiplies by ``-lr`` (and
+by ``1 / world_size`` under DDP, whose update is the mean of the ranks' gradients, so that a
+document's score is the same whichever rank, and however many ranks, trained on it) and adds
+them to the behavior store's attribution table. Probe gradients are recomputed every
 ``probe_refresh_steps``. Under DDP the scores of every rank are gathered, and the rank-local
 leader of each node (local rank 0, the store's single writer) records all of them, so every
 node's store holds every measurement. kNN estimates for unmeasured rows are refreshed every
@@ -111,6 +113,9 @@ class AttributionCallback(L.Callback):
             return
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         scores = self.attributor.finish(lr=lr).detach().double().cpu().numpy()
+        # The hooks see the gradient of this rank's own loss; DDP then averages the parameter
+        # gradients over the ranks, so each example moves the weights by 1/world_size of it.
+        scores = scores / max(1, trainer.world_size)
         batch = self._batch
         rows, per_row = row_scores(scores, batch["token_rows"].cpu().numpy(),
                                    batch["labels"].cpu().numpy())
