@@ -84,7 +84,7 @@ def test_two_gloo_ranks_write_what_one_process_writes(uneven_corpus, tmp_path) -
                   callbacks=[BatchSaver(saved)])
 
     # (b) One process over the same global batches, from the same initial weights (same seed).
-    batches = [global_batch([torch.load(saved / f"batch-rank{rank}-step{step}.pt")
+    batches = [global_batch([torch.load(saved / f"batch-rank{rank}-step{step}.pt", weights_only=True)
                              for rank in (0, 1)]) for step in range(STEPS)]
     single = run_fit(tiny_config(corpus, store, tmp_path / "single", *COMMON,
                                  attribution(single_store)),
@@ -104,7 +104,7 @@ def test_two_gloo_ranks_write_what_one_process_writes(uneven_corpus, tmp_path) -
         ids = torch.cat([part["token_rows"].flatten() for part in parts]).numpy()
         return set(ids[ids >= 0].tolist())
 
-    per_rank = [rows_of([torch.load(saved / f"batch-rank{rank}-step{step}.pt")
+    per_rank = [rows_of([torch.load(saved / f"batch-rank{rank}-step{step}.pt", weights_only=True)
                          for step in range(STEPS)]) for rank in (0, 1)]
     assert per_rank[1] - per_rank[0]  # rows only rank 1 trained on: only a gather records them
     ddp_measured, single_measured = (r.is_measured(rows) for r in readers)
