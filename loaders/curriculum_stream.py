@@ -126,24 +126,29 @@ class CurriculumStream(PackedTextStream):
         def step_of_next_batch() -> int:
             return live["batches"] * world.num_workers + world.worker
 
+        repeat = self.curriculum.upweight_mode == "repeat"
+
         def to_packer(row: int, epoch: int, tokens: np.ndarray, weight: float) -> None:
             fates.emit(row, epoch, weight)
-            if self.curriculum.upweight_mode == "repeat":
+            if repeat:
                 for _ in range(repeat_count(weight, self.config.seed, epoch, row)):
                     packer.add(tokens, row, 1.0)
             else:
                 packer.add(tokens, row, weight)
 
+        def emit(row: int, epoch: int, tokens: np.ndarray, weight: float, priority: float) -> None:
+            if window.size == 0:
+                to_packer(row, epoch, tokens, weight)
+                return
+            out = window.push(WindowItem(row, epoch, tokens, weight, priority))
+            if out is not None:
+                to_packer(out.row, out.epoch, out.tokens, out.weight)
+
         def route(decisions: DecisionBatch, index: int, epoch: int, tokens: np.ndarray) -> None:
             row, kind = int(decisions.rows[index]), int(decisions.kind[index])
             if kind == EMIT:
-                weight, priority = float(decisions.weight[index]), float(decisions.priority[index])
-                if window.size == 0:
-                    to_packer(row, epoch, tokens, weight)
-                    return
-                out = window.push(WindowItem(row, epoch, tokens, weight, priority))
-                if out is not None:
-                    to_packer(out.row, out.epoch, out.tokens, out.weight)
+                emit(row, epoch, tokens, float(decisions.weight[index]),
+                     float(decisions.priority[index]))
             elif kind == DEFER:
                 stage, step = int(decisions.until_stage[index]), int(decisions.until_step[index])
                 spool.add(row, epoch, stage if stage >= 0 else None, step if step >= 0 else None)
@@ -176,12 +181,22 @@ class CurriculumStream(PackedTextStream):
                          state: CurriculumState) -> Iterator[dict[str, Any]]:
             decisions = self.stage.decide([doc.row for _, _, doc in chunk], state)
             live["chunk_state"] = _state_record(state)
+            # Emitted documents (most of them) take a short path on Python values: reading numpy
+            # scalars one by one costs more than the work they feed.
+            rows, kinds = decisions.rows.tolist(), decisions.kind.tolist()
+            weights, priorities = decisions.weight.tolist(), decisions.priority.tolist()
+            left = len(chunk)
             for index, (epoch, after, doc) in enumerate(chunk):
                 self._position = after
-                live["chunk_left"] = len(chunk) - index - 1
-                tokens = encode(tokenizer, doc.text) if decisions.kind[index] == EMIT else None
-                route(decisions, index, epoch, tokens)
-                yield from ready_batches()
+                left -= 1
+                live["chunk_left"] = left
+                if kinds[index] == EMIT:
+                    emit(rows[index], epoch, encode(tokenizer, doc.text), weights[index],
+                         priorities[index])
+                else:
+                    route(decisions, index, epoch, None)
+                if packer.ready():
+                    yield from ready_batches()
             live["chunk_state"], live["chunk_left"] = None, 0
 
         if resume:

@@ -93,7 +93,7 @@ def iter_documents(
         elif isinstance(text, Exception):
             yield Skipped(row, sample.key, "not UTF-8" if isinstance(text, UnicodeDecodeError)
                           else "invalid JSON")
-        elif not text.strip():
+        elif not text or text.isspace():  # not text.strip(), without copying the text
             yield Skipped(row, sample.key, "empty text")
         else:
             yield Document(row, sample.key, text)

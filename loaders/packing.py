@@ -34,11 +34,19 @@ IGNORE_INDEX = -100
 
 @dataclass
 class PackerState:
-    """Tokens waiting for the next batch (at most one batch worth): checkpointable."""
+    """Tokens waiting for the next batch (at most one batch worth): checkpointable.
+
+    In ``concat`` mode documents are kept whole, one row, weight and length per document (the
+    first may be the rest of a document cut at the last batch), so adding one costs no per-token
+    work; per-token rows and weights are made once per batch with ``np.repeat``.
+    """
 
     tokens: list[np.ndarray] = field(default_factory=list)
-    rows: list[np.ndarray] = field(default_factory=list)
-    weights: list[np.ndarray] = field(default_factory=list)
+    """Token arrays in stream order (a document's end-of-text is an array of its own)."""
+    rows: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    """Tokens of each document, end-of-text included: ``sum(lengths)`` tokens are buffered."""
     pending_sequences: list[tuple[np.ndarray, int, float]] = field(default_factory=list)
 
 
@@ -56,6 +64,7 @@ class Packer:
         self.mode = mode
         self.state = PackerState()
         self._buffered_tokens = 0
+        self._eos = np.array([eos_id], dtype=np.int64)
 
     # -- adding documents -------------------------------------------------------------------
     def add(self, token_ids: np.ndarray, row: int, weight: float = 1.0) -> None:
@@ -64,16 +73,20 @@ class Packer:
         Batches are cut lazily by :meth:`pop`, so a checkpoint taken between two pops holds every
         buffered token and nothing is lost on resume.
         """
-        tokens = np.append(np.asarray(token_ids, dtype=np.int64), self.eos_id)
+        tokens = np.asarray(token_ids, dtype=np.int64)
         if self.mode == "pad":
+            tokens = np.append(tokens, self.eos_id)
             chunk = self.seq_len + 1
             for start in range(0, len(tokens) - 1, self.seq_len):
                 self.state.pending_sequences.append((tokens[start:start + chunk], row, weight))
             return
-        self.state.tokens.append(tokens)
-        self.state.rows.append(np.full(len(tokens), row, dtype=np.int64))
-        self.state.weights.append(np.full(len(tokens), weight, dtype=np.float32))
-        self._buffered_tokens += len(tokens)
+        state = self.state
+        state.tokens.append(tokens)
+        state.tokens.append(self._eos)
+        state.rows.append(row)
+        state.weights.append(weight)
+        state.lengths.append(len(tokens) + 1)
+        self._buffered_tokens += len(tokens) + 1
 
     def ready(self) -> bool:
         """Whether a whole batch is buffered."""
@@ -101,10 +114,7 @@ class Packer:
                 sequences.append((np.zeros(1, np.int64), -1, 0.0))
             self.state.pending_sequences = sequences
             return self._cut_padded()
-        tokens = np.concatenate(self.state.tokens) if self.state.tokens else np.zeros(0, np.int64)
-        rows = np.concatenate(self.state.rows) if self.state.rows else np.zeros(0, np.int64)
-        weights = (np.concatenate(self.state.weights) if self.state.weights
-                   else np.zeros(0, np.float32))
+        tokens, rows, weights = self._buffered()
         self.reset()
         n = self.batch_size * self.seq_len
         inputs = np.full(n, self.eos_id, np.int64)
@@ -120,13 +130,28 @@ class Packer:
         return make_batch(inputs.reshape(shape), labels.reshape(shape),
                           label_weights.reshape(shape), label_rows.reshape(shape))
 
+    def _buffered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Buffered tokens with the row and weight of each (int64, int64, float32)."""
+        state = self.state
+        if not state.lengths:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        tokens = np.concatenate(state.tokens) if len(state.tokens) > 1 else state.tokens[0]
+        rows = np.repeat(np.array(state.rows, dtype=np.int64), state.lengths)
+        weights = np.repeat(np.array(state.weights, dtype=np.float32), state.lengths)
+        return tokens, rows, weights
+
     def _cut_concat(self) -> dict[str, Any]:
         n = self.batch_size * self.seq_len
-        tokens = np.concatenate(self.state.tokens)
-        rows = np.concatenate(self.state.rows)
-        weights = np.concatenate(self.state.weights)
-        # Keep token n (the next batch's first input) so it is neither lost nor repeated.
-        self.state.tokens, self.state.rows, self.state.weights = [tokens[n:]], [rows[n:]], [weights[n:]]
+        state = self.state
+        tokens, rows, weights = self._buffered()
+        # Keep token n (the next batch's first input) so it is neither lost nor repeated: the
+        # documents from the one holding token n on stay, that one shortened to its rest.
+        ends = np.cumsum(state.lengths)
+        first_kept = int(np.searchsorted(ends, n, side="right"))
+        state.tokens = [tokens[n:]]
+        state.rows = state.rows[first_kept:]
+        state.weights = state.weights[first_kept:]
+        state.lengths = [int(ends[first_kept]) - n, *state.lengths[first_kept + 1:]]
         self._buffered_tokens = len(tokens) - n
         shape = (self.batch_size, self.seq_len)
         return make_batch(
@@ -152,11 +177,9 @@ class Packer:
 
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Buffered tokens as plain arrays (small: under one batch)."""
-        tokens = np.concatenate(self.state.tokens) if self.state.tokens else np.zeros(0, np.int64)
-        rows = np.concatenate(self.state.rows) if self.state.rows else np.zeros(0, np.int64)
-        weights = (np.concatenate(self.state.weights) if self.state.weights
-                   else np.zeros(0, np.float32))
+        """Buffered tokens as plain arrays, one row and weight per token (small: under one
+        batch)."""
+        tokens, rows, weights = self._buffered()
         # int32 halves what travels with every batch (token ids and rows fit comfortably).
         return {
             "tokens": tokens.astype(np.int32), "rows": rows.astype(np.int32), "weights": weights,
@@ -165,12 +188,20 @@ class Packer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+        tokens = np.asarray(state["tokens"], np.int64)
+        rows = np.asarray(state["rows"], np.int64)
+        weights = np.asarray(state["weights"], np.float32)
+        # Runs of equal (row, weight) become one document each: the per-token rows and weights,
+        # all that batches are made of, come out the same.
+        starts = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (weights[1:] != weights[:-1])]
+                                ) if len(rows) else np.zeros(0, np.int64)
+        lengths = np.diff(np.r_[starts, len(rows)])
         self.state = PackerState(
-            [np.asarray(state["tokens"], np.int64)], [np.asarray(state["rows"], np.int64)],
-            [np.asarray(state["weights"], np.float32)],
+            [tokens] if len(tokens) else [], rows[starts].tolist(),
+            [float(w) for w in weights[starts]], lengths.tolist(),
             [(np.asarray(t, np.int64), int(r), float(w)) for t, r, w in state["pending"]],
         )
-        self._buffered_tokens = len(self.state.tokens[0])
+        self._buffered_tokens = len(tokens)
 
     def reset(self) -> None:
         """Drop buffered tokens (at an epoch boundary)."""
@@ -180,12 +211,19 @@ class Packer:
 
 def make_batch(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
                token_rows: np.ndarray) -> dict[str, Any]:
-    """Assemble the batch dict (see module docstring), with ``rows`` derived from ``token_rows``."""
-    per_sequence = [np.unique(r[r >= 0]) for r in token_rows]
-    width = max(1, max(len(r) for r in per_sequence))
-    rows = np.full((len(per_sequence), width), -1, dtype=np.int64)
-    for i, distinct in enumerate(per_sequence):
-        rows[i, : len(distinct)] = distinct
+    """Assemble the batch dict (see module docstring), with ``rows`` derived from ``token_rows``:
+    the distinct rows >= 0 of each sequence in ascending order, padded with -1 to the largest
+    count in the batch (at least one column)."""
+    # Sorting each sequence puts equal rows next to each other: a row is new where it differs
+    # from its left neighbour, and its column is the count of new rows before it.
+    ordered = np.sort(token_rows, axis=1)
+    new = ordered >= 0
+    new[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]
+    columns = np.cumsum(new, axis=1) - 1
+    width = max(1, int(columns[:, -1].max()) + 1) if columns.size else 1
+    rows = np.full((len(token_rows), width), -1, dtype=np.int64)
+    which, _ = np.nonzero(new)
+    rows[which, columns[new]] = ordered[new]
     return {
         "input_ids": np.ascontiguousarray(inputs),
         "labels": np.ascontiguousarray(labels),

@@ -84,19 +84,31 @@ class PriorityWindow:
                 return self._items.pop(seq)
 
     def state_dict(self) -> dict[str, Any]:
-        """Window contents in arrival order, as row references: the state travels with every
-        batch, so tokens are not copied into it (:meth:`load_state_dict` re-reads them)."""
+        """Window contents in arrival order, as row references in plain arrays: the state travels
+        with many batches, so tokens are not copied into it (:meth:`load_state_dict` re-reads
+        them) and arrays keep it cheap to build, pickle and compare."""
         items = [self._items[s] for s in sorted(self._items)]
         return {
             "next_seq": self._next_seq,
-            "items": [(i.row, i.epoch, i.weight, i.priority, i.seq) for i in items],
+            "rows": np.array([i.row for i in items], dtype=np.int64),
+            "epochs": np.array([i.epoch for i in items], dtype=np.int64),
+            "weights": np.array([i.weight for i in items], dtype=np.float64),
+            "priorities": np.array([i.priority for i in items], dtype=np.float64),
+            "seqs": np.array([i.seq for i in items], dtype=np.int64),
         }
 
     def load_state_dict(self, state: dict[str, Any],
                         tokens_of: Callable[[int], np.ndarray]) -> None:
-        """Restore :meth:`state_dict`; ``tokens_of(row)`` re-reads a document's tokens."""
+        """Restore :meth:`state_dict` (or its earlier form, a list of item tuples);
+        ``tokens_of(row)`` re-reads a document's tokens."""
+        if "items" in state:
+            entries = state["items"]
+        else:
+            entries = zip(*(np.asarray(state[k]).tolist()
+                            for k in ("rows", "epochs", "weights", "priorities", "seqs")),
+                          strict=True)
         self._heap, self._items, self._arrivals = [], {}, deque()
-        for row, epoch, weight, priority, seq in state["items"]:
+        for row, epoch, weight, priority, seq in entries:
             item = WindowItem(int(row), int(epoch), tokens_of(int(row)), float(weight),
                               float(priority), int(seq))
             self._items[item.seq] = item

@@ -64,17 +64,21 @@ from curriculum.attribution.losses import (
     per_example_token_loss,
 )
 from curriculum.attribution.probe import (
-    adam_preconditioner,
+    adam_denominator,
     batch_slices,
     compute_probe_gradients,
     is_adam,
+    optimizer_steps,
+    parameter_group,
     unwrap_optimizer,
 )
 from curriculum.attribution.sketch import (
     SketchedProbe,
+    single_threaded,
     sketch_probe_gradients,
     sketch_saves_work,
     sketched_dot_products,
+    with_bias,
 )
 
 
@@ -152,6 +156,8 @@ class InRunAttributor:
         ``gram``, ``sketched``, ``lookup``, ``bias``)."""
         self._raw: dict[str, torch.Tensor] = {}
         self._effective: dict[str, torch.Tensor] = {}
+        self._groups: dict[str, dict[str, object]] = {}
+        self._preconditioned_at = 0
         self._gram: dict[str, GramFactors] = {}
         self._sketches: dict[str, SketchedProbe] = {}
         self._coverage_checked = not self.config.check_coverage
@@ -234,27 +240,65 @@ class InRunAttributor:
     def refresh_preconditioner(self) -> None:
         """Re-read Adam's second moments (and re-sketch): cheap, no forward or backward.
 
-        Call it on scored steps between probe refreshes to keep the preconditioner current.
+        In exact mode :meth:`begin` calls it whenever the optimizer has stepped since, so scores
+        always use the second moments of the update they describe. In sketched mode the sketch is
+        built once per probe refresh, from the preconditioner of that moment (re-sketching costs
+        QR factorizations); call this to rebuild it in between.
         """
         if not self._raw:
             raise RuntimeError("call refresh_probe_gradients() first")
         self.unpreconditioned_parameters = []
-        effective = {}
-        for name, raw in self._raw.items():
-            scale = adam_preconditioner(self.optimizer, self._parameters[name]) if self.precondition else None
-            if self.precondition and scale is None:
-                self.unpreconditioned_parameters.append(name)
-            effective[name] = raw if scale is None else raw * scale.to(raw.dtype)
+        effective: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for name, raw in self._raw.items():
+                parameter = self._parameters[name]
+                denominator = None
+                if self.precondition:
+                    group = self._groups.get(name)
+                    if group is None:
+                        group = self._groups[name] = parameter_group(self.optimizer, parameter)
+                    denominator = adam_denominator(self.optimizer, parameter, group)
+                    if denominator is None:
+                        self.unpreconditioned_parameters.append(name)
+                if denominator is None:
+                    effective[name] = raw
+                    continue
+                # Reuse last time's buffer: this runs on every scored step.
+                buffer = self._effective.get(name)
+                if buffer is None or buffer is raw or buffer.shape != raw.shape:
+                    buffer = torch.empty_like(raw)
+                effective[name] = torch.div(raw, denominator.to(raw.dtype), out=buffer)
         self._effective = effective
+        self._preconditioned_at = self._optimizer_steps()
         self._sketches = {}
         if self.config.mode == "sketched":
-            generator = torch.Generator().manual_seed(self.config.seed)
+            self._sketch(effective)
+
+    def _sketch(self, effective: dict[str, torch.Tensor]) -> None:
+        generator = torch.Generator().manual_seed(self.config.seed)
+        biases = {layer.weight: (layer.bias, "cols" if layer.kind == "linear" else "rows")
+                  for layer in self.capture.layers
+                  if layer.weight in self._dense_weights and layer.bias in effective
+                  and not {layer.weight, layer.bias} & self._shared}
+        on_cpu = next(iter(effective.values())).device.type == "cpu"
+        with single_threaded() if on_cpu else contextlib.nullcontext():
             for name in sorted(self._dense_weights & set(effective)):
                 probe = effective[name]
-                if sketch_saves_work(probe.shape[1], probe.shape[2], self.config.sketch_rank):
-                    self._sketches[name] = sketch_probe_gradients(
-                        probe, self.config.sketch_rank, self.config.sketch_power_iterations, generator
-                    )
+                if not sketch_saves_work(probe.shape[1], probe.shape[2], self.config.sketch_rank):
+                    continue
+                bias, side = biases.get(name, (None, None))
+                if bias is not None:
+                    probe = with_bias(probe, effective[bias], side)
+                sketch = sketch_probe_gradients(
+                    probe, self.config.sketch_rank, self.config.sketch_power_iterations, generator
+                )
+                sketch.bias, sketch.bias_side = bias, side
+                self._sketches[name] = sketch
+
+    def _optimizer_steps(self) -> int:
+        if not self.precondition or not self._parameters:
+            return 0
+        return optimizer_steps(self.optimizer, next(iter(self._parameters.values())))
 
     # -- training side --------------------------------------------------------------------------
 
@@ -264,6 +308,8 @@ class InRunAttributor:
             raise RuntimeError("call refresh_probe_gradients() before scoring")
         if self.armed:
             raise RuntimeError("begin() twice without finish() or cancel()")
+        if self.config.mode == "exact" and self._optimizer_steps() != self._preconditioned_at:
+            self.refresh_preconditioner()
         input_ids = batch if isinstance(batch, torch.Tensor) else batch["input_ids"]
         self._batch_size = int(input_ids.shape[0])
         self._scores = None
@@ -362,9 +408,14 @@ class InRunAttributor:
 
     def _accumulate(self, pieces: list[GradientPiece]) -> None:
         num_probes = self.num_behaviors
+        # Biases sketched with their weight are scored by the weight's piece.
+        folded = {s.bias for p in pieces if (s := self._sketches.get(p.name)) is not None and s.bias}
         for piece in pieces:
             probe = self._effective[piece.name]
             sketch = self._sketches.get(piece.name)
+            if piece.cols is None and piece.name in folded:
+                self.forms_used[(piece.name, "sketched")] += 1
+                continue
             if piece.cols is None:
                 form, dots = "bias", dot_products(piece, probe)
             elif piece.is_lookup:

@@ -19,8 +19,11 @@ class AttributionConfig:
     exact_forms: tuple[str, ...] = EXACT_FORMS
     """Exact forms the per-layer cost choice may pick from (``aggregated``, ``per_example``,
     ``gram``); see :mod:`curriculum.attribution.ghost`."""
-    sketch_rank: int = 32
-    """Rank r of each weight's sketched probe gradients (per side, shared by the K behaviors)."""
+    sketch_rank: int = 16
+    """Rank r of each weight's sketched probe gradients (per side, shared by the K behaviors).
+    Per-token cost grows linearly with r. At the demo's size (width 128) r=16 ranks documents
+    like exact scores (Spearman 0.999); wider models may need more: ``bench/attribution_overhead.py
+    --ranks`` measures it."""
     sketch_power_iterations: int = 1
     """Power iterations of the randomized range finder (more: better subspace, slower refresh)."""
     precondition: bool | None = None

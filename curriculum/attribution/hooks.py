@@ -104,11 +104,14 @@ class CoveredLayer:
 
 
 class LayerCapture:
-    """Forward hooks on every covered layer of ``model``; inert until :meth:`arm`.
+    """Forward hooks on every covered layer of ``model``, present only while armed.
 
-    While armed for a batch, each covered call that takes part in the graph registers a tensor
-    hook on its output; when backward reaches it, the call's pieces go to the sink, and the
-    layer input is released. Nothing is written to ``.grad`` and no gradient is modified.
+    The hooks are registered by :meth:`arm` and removed by :meth:`disarm`, so the steps that are
+    not scored run the model's plain forward (a registered hook, even one that returns at once,
+    takes every covered call off PyTorch's fast path). While armed for a batch, each covered call
+    that takes part in the graph registers a tensor hook on its output; when backward reaches it,
+    the call's pieces go to the sink, and the layer input is released. Nothing is written to
+    ``.grad`` and no gradient is modified.
     """
 
     def __init__(
@@ -167,7 +170,7 @@ class LayerCapture:
         """Of those, calls whose output gradient has arrived."""
         self.unattributable: set[str] = set()
         """Layers whose calls did not fit the batch layout since the last :meth:`arm`."""
-        self._handles = [m.register_forward_hook(self._forward_hook) for m in self._layers]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     @property
     def layers(self) -> list[CoveredLayer]:
@@ -194,19 +197,23 @@ class LayerCapture:
         self.calls_recorded = 0
         self.calls_received = 0
         self.unattributable = set()
+        if not self._handles:
+            self._handles = [m.register_forward_hook(self._forward_hook) for m in self._layers]
 
     def disarm(self) -> None:
-        """Stop capturing; hooks of calls already recorded become no-ops."""
+        """Stop capturing and remove the forward hooks; tensor hooks of calls already recorded
+        become no-ops."""
         self._generation += 1
         self._sink = None
         self._batch_shape = None
-
-    def remove(self) -> None:
-        """Remove the forward hooks from the model."""
-        self.disarm()
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def remove(self) -> None:
+        """Detach from the model for good (the same as :meth:`disarm`: nothing stays registered
+        between scored batches)."""
+        self.disarm()
 
     def _forward_hook(
         self, module: nn.Module, inputs: tuple[object, ...], output: object

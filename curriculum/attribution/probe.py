@@ -140,13 +140,14 @@ def is_adam(optimizer: object) -> bool:
     return isinstance(unwrap_optimizer(optimizer), (torch.optim.Adam, torch.optim.AdamW))
 
 
-def adam_preconditioner(optimizer: object, parameter: nn.Parameter) -> torch.Tensor | None:
-    """``1 / (sqrt(v / (1 - b2^t)) + eps)`` for ``parameter`` (see the module docs), or None
-    when the optimizer holds no state for it yet (before its first step)."""
+def adam_denominator(optimizer: object, parameter: nn.Parameter,
+                     group: Mapping[str, object] | None = None) -> torch.Tensor | None:
+    """``sqrt(v / (1 - b2^t)) + eps`` for ``parameter``, exactly torch's Adam denominator (see the
+    module docs), as a fresh tensor; None when the optimizer holds no state for it yet (before
+    its first step). ``group``: the parameter's group, when the caller has already found it."""
     inner = unwrap_optimizer(optimizer)
-    group = next((g for g in inner.param_groups if any(p is parameter for p in g["params"])), None)
     if group is None:
-        raise ValueError("parameter is not in the optimizer's parameter groups")
+        group = parameter_group(inner, parameter)
     if group.get("maximize", False):
         raise ValueError("Adam with maximize=True is not supported by preconditioned scores")
     state = inner.state.get(parameter, {})
@@ -158,6 +159,27 @@ def adam_preconditioner(optimizer: object, parameter: nn.Parameter) -> torch.Ten
     beta2 = float(group["betas"][1])
     eps = float(group["eps"])
     second_moment = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
-    # The same arithmetic as torch.optim.Adam's denominator.
+    # The same arithmetic as torch.optim.Adam's denominator, in place on one fresh tensor.
     bias_correction_sqrt = (1.0 - beta2**step) ** 0.5
-    return 1.0 / (second_moment.sqrt() / bias_correction_sqrt + eps)
+    return second_moment.sqrt().div_(bias_correction_sqrt).add_(eps)
+
+
+def adam_preconditioner(optimizer: object, parameter: nn.Parameter) -> torch.Tensor | None:
+    """``1 / (sqrt(v / (1 - b2^t)) + eps)`` for ``parameter`` (see the module docs), or None
+    when the optimizer holds no state for it yet (before its first step)."""
+    denominator = adam_denominator(optimizer, parameter)
+    return None if denominator is None else denominator.reciprocal_()
+
+
+def parameter_group(optimizer: torch.optim.Optimizer, parameter: nn.Parameter) -> dict[str, object]:
+    """The optimizer's parameter group holding ``parameter``."""
+    for group in optimizer.param_groups:
+        if any(p is parameter for p in group["params"]):
+            return group
+    raise ValueError("parameter is not in the optimizer's parameter groups")
+
+
+def optimizer_steps(optimizer: object, parameter: nn.Parameter) -> int:
+    """Steps the optimizer has taken on ``parameter`` (0 before its first step)."""
+    state = unwrap_optimizer(optimizer).state.get(parameter, {})
+    return int(float(state["step"])) if "step" in state else 0

@@ -13,12 +13,18 @@ products, ``B K r^2`` for the dot products, against ``B T m n`` for the cheapest
 K >= 2. The bases are shared by the K behaviors, so the cost does not grow with K. The sketch is
 exact when the probe gradients have rank <= r; its quality otherwise is what
 :func:`spearman_correlation` against exact scores measures (``bench/attribution_overhead.py``).
-Layers where the sketch would not save work (r close to min(m, n)), embedding lookups and biases
-are scored exactly.
+Layers where the sketch would not save work (r close to min(m, n)) and embedding lookups are
+scored exactly. A dense layer's bias is sketched together with its weight: the bias gradient
+``sum_t R_it`` (Linear) is the weight gradient of a constant input 1, so ``[G_k | b_k]`` (an
+extra column, or for GPT-2's Conv1D an extra row) is sketched as one matrix and the tokens'
+projections get the basis's extra row added -- the bias then costs nothing per token instead of
+a pass over the output gradients.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -36,11 +42,44 @@ class SketchedProbe:
     """(n, r) orthonormal columns."""
     core: torch.Tensor
     """(K, r, r)."""
+    bias: str | None = None
+    """Name of the bias sketched with the weight (its piece is then skipped), if any."""
+    bias_side: str | None = None
+    """``cols``: the bias is the last of the n + 1 columns (``right`` has n + 1 rows); ``rows``:
+    the last of m + 1 rows (``left`` has m + 1 rows)."""
+
+
+def with_bias(probe: torch.Tensor, bias: torch.Tensor, side: str) -> torch.Tensor:
+    """The weight's probe gradients (K, m, n) with the bias's (K, m) or (K, n) appended as an
+    extra column (``side="cols"``) or row (``side="rows"``)."""
+    if side == "cols":
+        return torch.cat([probe, bias.unsqueeze(2)], dim=2)
+    if side == "rows":
+        return torch.cat([probe, bias.unsqueeze(1)], dim=1)
+    raise ValueError(f"side must be 'cols' or 'rows', got {side!r}")
 
 
 def sketch_saves_work(m: int, n: int, rank: int) -> bool:
     """Whether a rank-``rank`` sketch costs less per token than an exact (m, n) dot product."""
     return rank < min(m, n) and rank * (m + n) + rank * rank < m * n
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the block's torch ops on one CPU thread. Sketching is many small ops (QR of (m, r)
+    matrices, thin products): latency-bound, and LAPACK splits a QR into many tiny parallel
+    regions, each waking the thread team -- with sleeping (passive) OpenMP threads, 30x slower
+    than one thread doing the work (measured: 4.9 ms vs 0.03 ms for a 128 x 32 QR; a refresh's
+    sketching, 150 ms vs 40 ms)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def sketch_probe_gradients(
@@ -72,12 +111,22 @@ def sketch_probe_gradients(
 
 
 def sketched_dot_products(piece: GradientPiece, sketch: SketchedProbe) -> torch.Tensor:
-    """(B, K) approximate dot products of a dense weight piece with the sketched probes."""
+    """(B, K) approximate dot products of a dense weight piece (and, when the sketch holds it,
+    the layer's bias) with the sketched probes."""
     if piece.cols is None or piece.is_lookup:
         raise ValueError(f"{piece.name}: only dense weight pieces are sketched")
     dtype = sketch.core.dtype
-    left_tokens = piece.rows.to(dtype) @ sketch.left  # (B, T, r)
-    right_tokens = piece.cols.to(dtype) @ sketch.right  # (B, T, r)
+    left, right = sketch.left, sketch.right
+    rows, cols = piece.rows.to(dtype), piece.cols.to(dtype)
+    # The bias's constant input 1 projects to the basis's extra row.
+    if sketch.bias_side == "rows":
+        left_tokens = torch.addmm(left[-1], rows.flatten(0, 1), left[:-1]).view(*rows.shape[:2], -1)
+    else:
+        left_tokens = rows @ left  # (B, T, r)
+    if sketch.bias_side == "cols":
+        right_tokens = torch.addmm(right[-1], cols.flatten(0, 1), right[:-1]).view(*cols.shape[:2], -1)
+    else:
+        right_tokens = cols @ right  # (B, T, r)
     small = torch.bmm(left_tokens.transpose(1, 2), right_tokens)  # (B, r, r)
     num_probes = sketch.core.shape[0]
     return small.flatten(1) @ sketch.core.reshape(num_probes, -1).T

@@ -10,6 +10,8 @@ from attribution_support import (
     EmbedMLP,
     brute_force_scores,
     padded_batch,
+    per_example_gradients,
+    probe_gradient,
     relative_error,
     tiny_gpt,
     tiny_hf_gpt2,
@@ -155,3 +157,37 @@ def test_per_example_losses_sum_to_the_training_loss() -> None:
     expected = module.weighted_token_loss(logits.float(), batch["labels"], batch["loss_weight"])
     actual = per_example_token_loss(model, batch).sum()
     assert torch.allclose(actual.float(), expected.float(), rtol=1e-6)
+
+
+def test_exact_scores_follow_the_optimizer_state_between_probe_refreshes() -> None:
+    """Probe gradients stay as refreshed, but each scored step divides them by the second
+    moments Adam holds at that step (re-read automatically once the optimizer has stepped)."""
+    model = MODELS["embedding+linear (tied, all covered)"]()
+    optimizer = train_a_little(model)
+    attributor = InRunAttributor(model, optimizer=optimizer)
+    probes = probe_sets()
+    attributor.refresh_probe_gradients(probes)
+    names = attributor.covered_parameters
+    probe_weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for step in range(2):  # training moves the weights and the second moments on
+        batch = padded_batch(4, 8, seed=100 + step)
+        per_example_token_loss(model, batch).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    batch = padded_batch(5, 9, seed=7)
+    scores = attributor.score(batch, accumulate_grad=False)
+    # Expected: per-example gradients now, probe gradients at the refresh, Adam's v now.
+    per_example = per_example_gradients(model, batch, names)
+    trained = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(probe_weights[name])
+    stale = [probe_gradient(model, probe, names) for probe in probes.values()]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(trained[name])
+    denominators = adam_denominators(optimizer, model, names)
+    expected = torch.stack([
+        sum((per_example[n] * g[n] * denominators[n]).flatten(1).sum(1) for n in names)
+        for g in stale], dim=1)
+    assert relative_error(scores, expected) <= TOLERANCE

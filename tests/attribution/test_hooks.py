@@ -138,6 +138,25 @@ def test_misuse_fails_loudly() -> None:
         AttributionConfig(mode="fast")
 
 
+def test_forward_hooks_are_registered_only_while_armed() -> None:
+    """Unscored steps run the plain forward: no hook stays on the model between scored steps."""
+    model = EmbedMLP().double()
+    attributor = InRunAttributor(model)
+    attributor.refresh_probe_gradients(probes())
+    assert all(not m._forward_hooks for m in model.modules())
+    batch = padded_batch(3, 7, 2)
+    attributor.begin(batch)
+    assert any(m._forward_hooks for m in model.modules())
+    from curriculum.attribution import per_example_token_loss
+
+    per_example_token_loss(model, batch).sum().backward()
+    attributor.finish()
+    assert all(not m._forward_hooks for m in model.modules())
+    attributor.begin(batch)
+    attributor.cancel()
+    assert all(not m._forward_hooks for m in model.modules())
+
+
 def test_close_removes_hooks() -> None:
     model = EmbedMLP().double()
     attributor = InRunAttributor(model)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attribution_support import small_byte_gpt, synthetic_probe_sets, synthetic_training_data
+from attribution_support import (
+    padded_batch,
+    small_byte_gpt,
+    synthetic_probe_sets,
+    synthetic_training_data,
+    tiny_gpt,
+    tiny_hf_gpt2,
+)
 
 from curriculum.attribution import (
     AttributionConfig,
@@ -71,3 +78,31 @@ def test_sketched_scores_rank_like_exact_scores_after_training() -> None:
     }
     assert correlation[16] >= 0.95, correlation
     assert correlation[16] > correlation[2], correlation
+
+
+@pytest.mark.parametrize("make_model", [
+    lambda: tiny_gpt(seed=3),
+    lambda: tiny_hf_gpt2(seed=3),
+], ids=["linear", "conv1d"])
+def test_biases_sketched_with_their_weights_are_exact_at_low_rank(make_model) -> None:  # noqa: ANN001
+    """Probe sets of one 2-token document give dense-layer probe gradients of rank <= 2 per
+    behavior, also with the bias appended (``sum_t g_t [a_t, 1]``), and a tied embedding/head of
+    rank <= 4; a rank-8 sketch of K=2 is then exact, so
+    sketched scores -- biases folded into their weights' sketches, on the right side for Linear
+    and for Conv1D -- must equal exact ones."""
+    model = make_model()
+    probes = {name: padded_batch(1, 2, seed, weighted=False) for name, seed in (("a", 5), ("b", 6))}
+    batch = padded_batch(4, 9, 7)
+
+    def scores(config: AttributionConfig) -> tuple[torch.Tensor, InRunAttributor]:
+        attributor = InRunAttributor(model, config)
+        attributor.refresh_probe_gradients(probes)
+        return attributor.score(batch, accumulate_grad=False), attributor
+
+    exact, _ = scores(AttributionConfig())
+    sketched, attributor = scores(AttributionConfig(mode="sketched", sketch_rank=8,
+                                                    sketch_power_iterations=0))
+    folded = [sketch.bias for sketch in attributor._sketches.values() if sketch.bias]
+    assert folded, "no bias was sketched with its weight"
+    assert all(attributor.forms_used[(bias, "sketched")] == 1 for bias in folded)
+    assert torch.allclose(sketched, exact, rtol=1e-7, atol=1e-12), (sketched, exact)

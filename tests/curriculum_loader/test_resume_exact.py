@@ -28,7 +28,7 @@ def test_resume_mid_epoch_is_exact_with_two_workers(corpus_with_store, tmp_path)
     loader = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     workers = loader["_snapshot"]["_worker_snapshots"].values()
     states = [from_checkpointable(w["dataset_state"]) for w in workers]
-    assert sum(len(s["window"]["items"]) for s in states) > 0
+    assert sum(len(s["window"]["rows"]) for s in states) > 0
     assert sum(len(s["spool"]["pending"]["row"]) for s in states) > 0
 
     second = BatchRecorder()

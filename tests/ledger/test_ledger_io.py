@@ -94,6 +94,11 @@ def test_recorder_batches_are_compact_and_carry_only_their_reasons() -> None:
     assert batch.reasons[-1] == "not UTF-8" and batch.reasons[0] == ""
     assert set(batch.worker.tolist()) == {3} and set(batch.epoch.tolist()) == {2}
     assert len(pickle.dumps(batch)) < 1001 * 23 + 1000  # 23 bytes per event plus fixed overhead
+    copied = pickle.loads(pickle.dumps(batch))
+    for name in ("event", "worker", "epoch", "row", "weight", "reason"):
+        assert getattr(copied, name).dtype == getattr(batch, name).dtype
+        np.testing.assert_array_equal(getattr(copied, name), getattr(batch, name))
+    assert copied.reason_table == batch.reason_table
     assert pickle.loads(pickle.dumps(recorder)).worker == 3
 
     built = FateBatch.build([Fate.EMIT, Fate.DROP], [1, 2], epoch=0, worker=1, weight=[2.0, 0.0],

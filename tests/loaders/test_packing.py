@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
-from loaders.packing import IGNORE_INDEX, Packer
+from loaders.packing import IGNORE_INDEX, Packer, make_batch
 
 
 def _docs(seed: int, count: int) -> list[np.ndarray]:
@@ -77,3 +80,67 @@ def test_pad_mode_one_document_per_sequence() -> None:
     assert second["input_ids"][1, :4].tolist() == [16, 17, 18, 19]
     assert second["labels"][1, :5].tolist() == [17, 18, 19, 256, IGNORE_INDEX]
     assert not packer.state.pending_sequences
+
+
+def _unique_per_sequence(token_rows: np.ndarray) -> np.ndarray:
+    """``rows`` by its definition: np.unique of each sequence's rows >= 0, padded with -1."""
+    per_sequence = [np.unique(r[r >= 0]) for r in token_rows]
+    width = max(1, max(len(r) for r in per_sequence))
+    rows = np.full((len(per_sequence), width), -1, dtype=np.int64)
+    for i, distinct in enumerate(per_sequence):
+        rows[i, : len(distinct)] = distinct
+    return rows
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(token_rows=arrays(np.int64, st.tuples(st.integers(1, 5), st.integers(1, 9)),
+                         elements=st.integers(-1, 6)))
+def test_batch_rows_are_the_distinct_rows_of_each_sequence(token_rows: np.ndarray) -> None:
+    zeros = np.zeros(token_rows.shape)
+    rows = make_batch(zeros, zeros, zeros, token_rows)["rows"]
+    assert rows.dtype == np.int64
+    np.testing.assert_array_equal(rows, _unique_per_sequence(token_rows))
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(seed=st.integers(0, 2**16), batch_size=st.integers(1, 4), seq_len=st.integers(1, 40),
+       checkpoints=st.sets(st.integers(0, 80), max_size=6))
+def test_concat_packer_delivers_the_token_stream_with_rows_weights_and_checkpoints(
+        seed: int, batch_size: int, seq_len: int, checkpoints: set[int]) -> None:
+    rng = np.random.default_rng(seed)
+    docs = [rng.integers(0, 250, size=int(rng.integers(0, 60))) for _ in range(80)]
+    # Repeated rows in a row (repetition upweighting) and several weights.
+    rows = [i // 2 if i % 5 == 0 else i for i in range(len(docs))]
+    weights = [float(rng.choice([0.5, 1.0, 2.0, 1 / 3])) for _ in docs]
+    packer = Packer(batch_size, seq_len, eos_id=256)
+    batches = []
+    for i, (tokens, row, weight) in enumerate(zip(docs, rows, weights, strict=True)):
+        if i in checkpoints:  # a resumed packer continues exactly and holds the same state
+            state = packer.state_dict()
+            packer = Packer(batch_size, seq_len, eos_id=256)
+            packer.load_state_dict(state)
+            again = packer.state_dict()
+            for key in ("tokens", "rows", "weights"):
+                np.testing.assert_array_equal(again[key], state[key])
+        packer.add(tokens, row, weight)
+        while packer.ready():
+            batches.append(packer.pop())
+    batches.append(packer.pop_partial())
+    assert not packer.has_tokens()
+    stream = np.concatenate([np.append(d, 256) for d in docs])
+    token_rows = np.concatenate([np.full(len(d) + 1, r) for d, r in zip(docs, rows, strict=True)])
+    token_weights = np.concatenate([np.full(len(d) + 1, w, np.float32)
+                                    for d, w in zip(docs, weights, strict=True)])
+    n = len(stream)
+    inputs = np.concatenate([b["input_ids"].ravel() for b in batches])
+    labels = np.concatenate([b["labels"].ravel() for b in batches])
+    got_rows = np.concatenate([b["token_rows"].ravel() for b in batches])
+    got_weights = np.concatenate([b["loss_weight"].ravel() for b in batches])
+    np.testing.assert_array_equal(inputs[:n], stream)
+    np.testing.assert_array_equal(labels[:n - 1], stream[1:])
+    np.testing.assert_array_equal(got_rows[:n - 1], token_rows[1:])
+    np.testing.assert_array_equal(got_weights[:n - 1], token_weights[1:])
+    assert (labels[n - 1:] == IGNORE_INDEX).all() and (got_rows[n - 1:] == -1).all()
+    assert (got_weights[n - 1:] == 0).all()
+    for batch in batches:
+        np.testing.assert_array_equal(batch["rows"], _unique_per_sequence(batch["token_rows"]))
