@@ -160,6 +160,7 @@ class InRunAttributor:
         self._preconditioned_at = 0
         self._gram: dict[str, GramFactors] = {}
         self._sketches: dict[str, SketchedProbe] = {}
+        self._folded_biases: set[str] = set()
         self._coverage_checked = not self.config.check_coverage
         self._scores: torch.Tensor | None = None
         self._batch_size = 0
@@ -270,7 +271,7 @@ class InRunAttributor:
                 effective[name] = torch.div(raw, denominator.to(raw.dtype), out=buffer)
         self._effective = effective
         self._preconditioned_at = self._optimizer_steps()
-        self._sketches = {}
+        self._sketches, self._folded_biases = {}, set()
         if self.config.mode == "sketched":
             self._sketch(effective)
 
@@ -294,6 +295,7 @@ class InRunAttributor:
                 )
                 sketch.bias, sketch.bias_side = bias, side
                 self._sketches[name] = sketch
+        self._folded_biases = {s.bias for s in self._sketches.values() if s.bias}
 
     def _optimizer_steps(self) -> int:
         if not self.precondition or not self._parameters:
@@ -408,12 +410,11 @@ class InRunAttributor:
 
     def _accumulate(self, pieces: list[GradientPiece]) -> None:
         num_probes = self.num_behaviors
-        # Biases sketched with their weight are scored by the weight's piece.
-        folded = {s.bias for p in pieces if (s := self._sketches.get(p.name)) is not None and s.bias}
         for piece in pieces:
             probe = self._effective[piece.name]
             sketch = self._sketches.get(piece.name)
-            if piece.cols is None and piece.name in folded:
+            if piece.cols is None and piece.name in self._folded_biases:
+                # Sketched with its weight: the weight's piece, from the same call, scores it.
                 self.forms_used[(piece.name, "sketched")] += 1
                 continue
             if piece.cols is None:
