@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curriculum.shards.manifest import ShardManifest  # noqa: E402
 from curriculum.store import build_store  # noqa: E402
 from curriculum.synth import write_synthetic_corpus  # noqa: E402
 from loaders.curriculum_stream import CurriculumStream  # noqa: E402
 from loaders.datamodule import stream_loader  # noqa: E402
-from loaders.manifest import ShardManifest  # noqa: E402
 from loaders.packing import keep_as_is  # noqa: E402
 from loaders.policy_stage import CurriculumStreamConfig  # noqa: E402
 from loaders.stream import PackedTextStream, StreamConfig  # noqa: E402

@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curriculum.shards.manifest import ShardManifest  # noqa: E402
+from curriculum.shards.tar_samples import iter_raw_samples  # noqa: E402
+from curriculum.shards.writer import write_shards  # noqa: E402
 from curriculum.synth import generate_documents  # noqa: E402
-from loaders.manifest import ShardManifest  # noqa: E402
-from loaders.shards import write_shards  # noqa: E402
 from loaders.stream import PackedTextStream, StreamConfig  # noqa: E402
-from loaders.tar_samples import iter_raw_samples  # noqa: E402
 
 
 def first_batch_seconds(manifest: ShardManifest, ordinal: int) -> float:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curriculum.shards.manifest import ShardManifest  # noqa: E402
 from curriculum.store import build_store  # noqa: E402
 from curriculum.synth import write_synthetic_corpus  # noqa: E402
 from loaders.curriculum_stream import CurriculumStream  # noqa: E402
 from loaders.datamodule import stream_loader  # noqa: E402
-from loaders.manifest import ShardManifest  # noqa: E402
 from loaders.policy_stage import CurriculumStreamConfig  # noqa: E402
 from loaders.stream import StreamConfig  # noqa: E402
 

@@ -248,7 +248,7 @@ def write_lm_corpus(config: LMGeneratorConfig, out_dir: str | Path, num_shards: 
     """Generate and write shards (``<key>.txt`` + ``<key>.json`` provenance), a manifest and
     ``labels.csv``. Documents whose sample is empty (without the prompt) are skipped by the loader
     with a reason, never silently."""
-    from loaders.shards import write_shards
+    from curriculum.shards.writer import write_shards
 
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")

@@ -245,7 +245,7 @@ def write_synthetic_corpus(
     (``key,row,behavior``), ``probes/<behavior>.jsonl`` (held-out documents, one ``{"text": ...}``
     per line, drawn with a different seed so they never duplicate training documents by design).
     """
-    from loaders.shards import write_shards  # the shard writer lives with the loaders
+    from curriculum.shards.writer import write_shards  # the shard writer lives with the loaders
 
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from curriculum.ledger import FateRecorder
+from curriculum.shards.documents import Document, Skipped, decode_text
+from curriculum.shards.manifest import ShardManifest
 from loaders.checkpointable import to_checkpointable
-from loaders.documents import Document, Skipped, decode_text
-from loaders.manifest import ShardManifest
 from loaders.packing import Packer
 from loaders.policy_stage import CurriculumStreamConfig, PolicyStage
 from loaders.spool import DeferSpool, read_row_text

@@ -11,8 +11,8 @@ from typing import Any
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from curriculum.shards.manifest import ShardManifest, manifest_for
 from loaders.curriculum_stream import CurriculumStream
-from loaders.manifest import ShardManifest, manifest_for
 from loaders.packing import batch_to_tensors, keep_as_is
 from loaders.policy_stage import CurriculumStreamConfig
 from loaders.shared_state import SharedCurriculumState, default_state_path

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from curriculum.shards.documents import Document
+from curriculum.shards.manifest import ShardManifest, manifest_for
 from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.datamodule import CurriculumDataModule
-from loaders.documents import Document
-from loaders.manifest import ShardManifest, manifest_for
 from loaders.packing import Packer
 from loaders.stream import PackedTextStream, StreamConfig, encode
 from loaders.tokenize import make_tokenizer

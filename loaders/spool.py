@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from loaders.manifest import ShardManifest
-from loaders.tar_samples import iter_raw_samples
+from curriculum.shards.manifest import ShardManifest
+from curriculum.shards.tar_samples import iter_raw_samples
 
 SPOOL_DTYPE = np.dtype([("row", "<i8"), ("epoch", "<u4"), ("until_stage", "<i4"),
                         ("until_step", "<i8")])

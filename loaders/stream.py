@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from curriculum.shards.documents import Document, SkipCounter, Skipped, iter_documents
+from curriculum.shards.manifest import ShardManifest
 from loaders.checkpointable import from_checkpointable, to_checkpointable
-from loaders.documents import Document, SkipCounter, Skipped, iter_documents
-from loaders.manifest import ShardManifest
 from loaders.packing import Packer
 from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer
 from loaders.world import World, assign_shards

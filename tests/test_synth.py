@@ -8,9 +8,9 @@ import re
 
 import numpy as np
 
+from curriculum.shards.manifest import ShardManifest
+from curriculum.shards.tar_samples import iter_raw_samples
 from curriculum.synth import BEHAVIORS, generate_documents, read_labels, write_synthetic_corpus
-from loaders.manifest import ShardManifest
-from loaders.tar_samples import iter_raw_samples
 
 
 def test_same_seed_same_documents_and_other_seed_differs() -> None:

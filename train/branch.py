@@ -36,8 +36,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from curriculum.shards.manifest import manifest_for
 from curriculum.typed_config import apply_overrides, from_mapping, load_yaml, to_mapping
-from loaders.manifest import manifest_for
 from loaders.mix import MixedDataModule, MixSource
 from train.config import FitConfig
 from train.early_checkpoints import list_early_checkpoints, sidecar_path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from loaders.shards import convert_to_shards
+from curriculum.shards.writer import convert_to_shards
 
 HELP = "Convert JSONL, Parquet or a saved Hugging Face dataset into WebDataset tar shards."
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _sample_at(store: BehaviorStore, row: int) -> tuple[str, str, str]:
     """(shard path, key, text) of a row, read from its shard at the recorded byte offset."""
-    from loaders.tar_samples import iter_raw_samples
+    from curriculum.shards.tar_samples import iter_raw_samples
 
     manifest = store.manifest
     shard = int(manifest.shard_of_rows(np.asarray([row]))[0])

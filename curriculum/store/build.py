@@ -17,6 +17,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from curriculum.shards.manifest import (
+    MANIFEST_NAME,
+    ROWS_NAME,
+    ShardManifest,
+    expand_shard_spec,
+    key_hash,
+)
+from curriculum.shards.tar_samples import ShardReadReport, iter_raw_samples
 from curriculum.store.affinity import (
     AFFINITY_DEFINITION,
     DEFAULT_TOP_K,
@@ -62,14 +70,6 @@ from curriculum.store.tables import (
     save_atomic,
     temporary_path,
 )
-from loaders.manifest import (
-    MANIFEST_NAME,
-    ROWS_NAME,
-    ShardManifest,
-    expand_shard_spec,
-    key_hash,
-)
-from loaders.tar_samples import ShardReadReport, iter_raw_samples
 
 #: Stores below this many rows estimate attribution with exact (Flat) neighbour search.
 ESTIMATOR_FLAT_BELOW = 200_000

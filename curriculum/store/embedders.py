@@ -8,7 +8,7 @@ Three kinds, chosen by a spec string (:func:`make_embedder`):
   of a local Hugging Face model directory (never downloaded);
 - ``sentence-transformers:PATH``: a local sentence-transformers model (optional dependency).
 
-The model-backed ones live in :mod:`curriculum.store.model_embedders`.
+The model-backed ones live in :mod:`train.embedders`.
 
 An embedder's ``name`` and ``params()`` go into the store manifest and rebuild it with
 :func:`load_embedder`; fitted state (the IDF table) is saved beside it as arrays.
@@ -24,7 +24,7 @@ import numpy as np
 
 from curriculum.store.errors import StoreError
 from curriculum.store.hashing import BatchHasher, mix64
-from curriculum.store.model_embedders import (
+from train.embedders import (
     GPTHiddenStateEmbedder,
     HFHiddenStateEmbedder,
     SentenceTransformerEmbedder,

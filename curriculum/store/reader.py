@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from curriculum.shards.manifest import MANIFEST_NAME, ShardManifest, key_hash
 from curriculum.store.attribution import AttributionTable
 from curriculum.store.errors import StoreError
 from curriculum.store.meta import (
@@ -32,7 +33,6 @@ from curriculum.store.meta import (
     StoreMeta,
 )
 from curriculum.store.tables import open_table
-from loaders.manifest import MANIFEST_NAME, ShardManifest, key_hash
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ class StoreReader:
         """
         meta = self.meta
         if shards is not None:
-            from loaders.manifest import manifest_for
+            from curriculum.shards.manifest import manifest_for
 
             manifest = shards if isinstance(shards, ShardManifest) else manifest_for(shards)
             content_hash = manifest.content_hash()

@@ -24,6 +24,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from tqdm import tqdm
 
+from curriculum.shards.manifest import ShardManifest
 from curriculum.store.affinity import probe_affinity
 from curriculum.store.attribution import AttributionTable
 from curriculum.store.embedders import Embedder, load_embedder
@@ -40,7 +41,6 @@ from curriculum.store.meta import (
 )
 from curriculum.store.reader import ShardSummaries, StoreReader
 from curriculum.store.tables import file_crc32
-from loaders.manifest import ShardManifest
 
 #: Neighbours averaged by ``refresh_estimates`` unless told otherwise.
 DEFAULT_ESTIMATE_NEIGHBORS = 10

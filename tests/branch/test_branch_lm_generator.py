@@ -22,10 +22,10 @@ from curriculum.lm_generator import (  # noqa: E402
     weights_sha256,
     write_lm_corpus,
 )
+from curriculum.shards.manifest import ShardManifest  # noqa: E402
+from curriculum.shards.tar_samples import iter_raw_samples  # noqa: E402
 from curriculum.synthetic_sources import SyntheticOptions, resolve_data_spec  # noqa: E402
-from loaders.manifest import ShardManifest  # noqa: E402
 from loaders.stream import PackedTextStream, StreamConfig  # noqa: E402
-from loaders.tar_samples import iter_raw_samples  # noqa: E402
 
 
 @pytest.fixture(scope="module")

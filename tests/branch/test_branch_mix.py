@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from curriculum.shards.manifest import ShardManifest
 from loaders.datamodule import stream_loader
-from loaders.manifest import ShardManifest
 from loaders.mix import MixedDataModule, MixedTextStream, MixSource
 from loaders.stream import PackedTextStream, StreamConfig
 from loaders.world import World

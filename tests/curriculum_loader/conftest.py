@@ -24,8 +24,8 @@ def corpus_with_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 @pytest.fixture(scope="session")
 def uneven_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """90 short documents (60 characters) in two shards of very different sizes (80 and 10), with a store."""
+    from curriculum.shards.writer import write_shards
     from curriculum.synth import generate_documents
-    from loaders.shards import write_shards
 
     root = tmp_path_factory.mktemp("uneven")
     corpus, store = root / "corpus", root / "store"

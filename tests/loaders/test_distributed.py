@@ -9,7 +9,7 @@ import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from loaders.manifest import ShardManifest
+from curriculum.shards.manifest import ShardManifest
 from loaders.stream import PackedTextStream, StreamConfig
 
 

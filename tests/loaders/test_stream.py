@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
+from curriculum.shards.manifest import ShardManifest
 from loaders.datamodule import CurriculumDataModule, stream_loader
-from loaders.manifest import ShardManifest
 from loaders.stream import PackedTextStream, StreamConfig
 from loaders.world import World, assign_shards
 

@@ -54,7 +54,7 @@ def test_shard_summaries_are_the_mean_affinity_of_each_shard(built_store_path: P
 def test_text_affinity_matches_stored_affinity(
     built_store_path: Path, store_corpus: SynthResult
 ) -> None:
-    from loaders.tar_samples import iter_raw_samples
+    from curriculum.shards.tar_samples import iter_raw_samples
 
     store = BehaviorStore.open(built_store_path)
     assert isinstance(store, BehaviorStore)

@@ -7,7 +7,7 @@ loader later skips. Its *offset* is the byte position of its first member's head
 resumed reader seek straight to it instead of re-reading the shard from the start.
 
 Two member readers sit behind one grouping step. The shard is memory-mapped and walked by
-:func:`loaders.ustar.iter_file_members`, which reads plain archives (what webdataset writes) about
+:func:`curriculum.shards.ustar.iter_file_members`, which reads plain archives (what webdataset writes) about
 four times faster than ``tarfile``; at the first thing it leaves to ``tarfile`` (damage,
 truncation, GNU long names, ...) the rest is read by ``tarfile``'s stream reader, so what comes
 out — samples, their order, and the :class:`ShardReadReport` — is always what ``tarfile`` alone
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from loaders.ustar import UnusualArchiveError, iter_file_members
+from curriculum.shards.ustar import UnusualArchiveError, iter_file_members
 
 _RELEASE_BYTES = 8 << 20
 """How much of a mapped shard is read before its pages are handed back."""

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import webdataset as wds
 
-from loaders.tar_samples import RawSample, ShardReadReport, split_key
-from loaders.ustar import UnusualArchiveError, iter_file_members
+from curriculum.shards.tar_samples import RawSample, ShardReadReport, split_key
+from curriculum.shards.ustar import UnusualArchiveError, iter_file_members
 
 BLOCK = 512
 Member = tuple[int, str, int, int, bytes]
@@ -43,7 +43,7 @@ def tarfile_members(data: bytes, start: int = 0) -> tuple[list[Member], str | No
 
 
 def fast_members(data: bytes, start: int = 0) -> tuple[list[Member], bool]:
-    """Regular files as :func:`loaders.ustar.iter_file_members` reads them, and whether it gave
+    """Regular files as :func:`curriculum.shards.ustar.iter_file_members` reads them, and whether it gave
     up (raised ``UnusualArchiveError``)."""
     members: list[Member] = []
     try:

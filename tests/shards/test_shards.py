@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from loaders.documents import Document, Skipped, iter_documents
-from loaders.manifest import ManifestError, ShardManifest, manifest_for
-from loaders.shards import convert_to_shards
+from curriculum.shards.documents import Document, Skipped, iter_documents
+from curriculum.shards.manifest import ManifestError, ShardManifest, manifest_for
+from curriculum.shards.writer import convert_to_shards
 from loaders.stream import PackedTextStream, StreamConfig
 
 RECORDS = [{"text": f"document number {i} " + "x" * i, "id": f"k{i}", "source": "t"}

@@ -1,6 +1,6 @@
 """Samples of a shard, read fast, are exactly what the ``tarfile``-only reader gives.
 
-:func:`loaders.tar_samples.iter_raw_samples` reads members with the fast reader and hands over to
+:func:`curriculum.shards.tar_samples.iter_raw_samples` reads members with the fast reader and hands over to
 ``tarfile`` mid-shard when the archive turns unusual. Whatever the damage and wherever a resumed
 read starts, the samples (ordinals, keys, offsets, member bytes), the :class:`ShardReadReport` and
 any exception must equal those of the reader that used ``tarfile`` alone (``tarfile_samples``).
@@ -30,7 +30,7 @@ from tar_archives import (
     webdataset_shard,
 )
 
-from loaders.tar_samples import ShardReadReport, iter_raw_samples
+from curriculum.shards.tar_samples import ShardReadReport, iter_raw_samples
 
 SAMPLES = [
     {"__key__": "doc0", "txt": "first document", "json": {"text": "first"}},
@@ -116,7 +116,7 @@ def test_a_pax_record_tarfile_rejects_with_value_error_ends_the_shard_as_truncat
     reason instead of crashing its worker."""
     from tar_archives import pax_record, raw_pax_member
 
-    from loaders.documents import Document, Skipped, iter_documents
+    from curriculum.shards.documents import Document, Skipped, iter_documents
 
     good = b"".join(raw_pax_member(pax_record(b"mtime", b"1700000000"), f"doc{i}.txt", b"text")
                     for i in range(2))

@@ -1,7 +1,7 @@
 """Write tar shards with webdataset's writer, and convert JSONL, Parquet and saved
 Hugging Face datasets into them.
 
-Every shard directory gets a manifest (see :mod:`loaders.manifest`) so rows are fixed at write
+Every shard directory gets a manifest (see :mod:`curriculum.shards.manifest`) so rows are fixed at write
 time and the loader can seek.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
-from loaders.manifest import ManifestError, ShardManifest
+from curriculum.shards.manifest import ManifestError, ShardManifest
 
 SHARD_PATTERN = "shard-%06d.tar"
 

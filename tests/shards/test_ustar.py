@@ -1,6 +1,6 @@
 """The fast tar member reader yields exactly what ``tarfile`` yields, or gives up before differing.
 
-Every test compares :func:`loaders.ustar.iter_file_members` with ``tarfile.open(mode="r|")`` on
+Every test compares :func:`curriculum.shards.ustar.iter_file_members` with ``tarfile.open(mode="r|")`` on
 the same bytes (``assert_members_agree``): the fast reader's members must be a prefix of
 ``tarfile``'s, and all of them, with ``tarfile`` ending cleanly, unless it raised
 ``UnusualArchiveError``. Archives that webdataset, the ``tar`` command and ``tarfile`` write in

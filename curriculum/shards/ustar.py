@@ -6,11 +6,11 @@ small pax header (``mtime``), regular files only. :func:`iter_file_members` read
 and raises :class:`UnusualArchiveError` at the first thing it cannot prove ``tarfile`` would read
 the same way (GNU long names, sparse files, global pax headers, a bad checksum, a truncated
 member, an odd number field, ...). The caller then hands the rest of the archive to ``tarfile``
-(see :mod:`loaders.tar_samples`), which keeps ``tarfile``'s exact behaviour, errors included.
+(see :mod:`curriculum.shards.tar_samples`), which keeps ``tarfile``'s exact behaviour, errors included.
 
 Every rule below mirrors ``tarfile`` (CPython 3.11: ``TarInfo.frombuf``, ``_proc_pax``,
 ``_proc_builtin``, ``_apply_pax_info``); where ``tarfile`` would accept more, we give up instead,
-which is always safe. ``tests/loaders/test_ustar.py`` compares both readers on many archives,
+which is always safe. ``tests/shards/test_ustar.py`` compares both readers on many archives,
 against the ``tarfile`` of the Python that runs the tests.
 """
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from loaders.tar_samples import ShardReadReport, iter_raw_samples
+from curriculum.shards.tar_samples import ShardReadReport, iter_raw_samples
 
 MANIFEST_NAME = "manifest.json"
 ROWS_NAME = "manifest_rows.npz"

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from loaders.tar_samples import ShardReadReport, iter_raw_samples
+from curriculum.shards.tar_samples import ShardReadReport, iter_raw_samples
 
 
 @dataclass(frozen=True)
