@@ -51,8 +51,9 @@ _EXPORTS: dict[str, str] = {
     # behavior store
     **{name: "curriculum.store" for name in (
         "BehaviorStore", "StoreReader", "StoreError", "build_store", "HashedNgramEmbedder",
-        "GPTHiddenStateEmbedder", "HFHiddenStateEmbedder", "SentenceTransformerEmbedder",
         "make_embedder", "KnnEstimator")},
+    **{name: "train.embedders" for name in (
+        "GPTHiddenStateEmbedder", "HFHiddenStateEmbedder", "SentenceTransformerEmbedder")},
     # policies
     **{name: "policies" for name in (
         "CurriculumState", "Emit", "Defer", "Drop", "Decision", "DecisionBatch", "Policy",

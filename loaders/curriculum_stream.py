@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from curriculum.ledger import FateRecorder
-from curriculum.shards.documents import Document, Skipped, decode_text
+from curriculum.shards.documents import Document, Skipped, decode_text, read_sample, usable_text
 from curriculum.shards.manifest import ShardManifest
 from loaders.checkpointable import to_checkpointable
 from loaders.packing import Packer
 from loaders.policy_stage import CurriculumStreamConfig, PolicyStage
-from loaders.spool import DeferSpool, read_row_text
+from loaders.spool import DeferSpool
 from loaders.stream import EpochEnd, PackedTextStream, StreamConfig, encode
 from loaders.tokenize import make_tokenizer
 from loaders.window import PriorityWindow, WindowItem
@@ -110,7 +110,8 @@ class CurriculumStream(PackedTextStream):
         if "packer" in resume:
             packer.load_state_dict(resume["packer"])
         def tokens_of(row: int) -> np.ndarray:
-            text = decode_text(read_row_text(self.manifest, row) or {}, self.config.text_field)
+            sample = read_sample(self.manifest, row)
+            text = decode_text(sample.members if sample else {}, self.config.text_field)
             return encode(tokenizer, text if isinstance(text, str) else "")
 
         if "window" in resume:
@@ -169,9 +170,9 @@ class CurriculumStream(PackedTextStream):
             state = self.stage.state_for_step(step_of_next_batch())
             for row, epoch in spool.take_due(state.stage, state.step):
                 fates.release(row, epoch)
-                members = read_row_text(self.manifest, row)
-                text = decode_text(members or {}, self.config.text_field)
-                if not isinstance(text, str) or not text.strip():
+                sample = read_sample(self.manifest, row)
+                text = usable_text(sample.members if sample else None, self.config.text_field)
+                if text is None:
                     fates.skip(row, epoch, "unreadable on release")
                     continue
                 route(self.stage.decide([row], state), 0, epoch, encode(tokenizer, text))

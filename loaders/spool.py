@@ -16,9 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from curriculum.shards.manifest import ShardManifest
-from curriculum.shards.tar_samples import iter_raw_samples
-
 SPOOL_DTYPE = np.dtype([("row", "<i8"), ("epoch", "<u4"), ("until_stage", "<i4"),
                         ("until_step", "<i8")])
 NEVER = -1
@@ -117,13 +114,3 @@ class DeferSpool:
         self._appended = []
         self._find_first_due()
         self._rewrite()
-
-
-def read_row_text(manifest: ShardManifest, row: int) -> dict[str, bytes] | None:
-    """The members of the sample at ``row``, read by seeking to its offset (``None`` if gone)."""
-    shard = int(manifest.shard_of_rows(np.array([row]))[0])
-    ordinal = row - int(manifest.first_rows[shard])
-    offset = int(manifest.offsets_bytes[row])
-    for sample in iter_raw_samples(manifest.shard_paths[shard], ordinal, offset):
-        return sample.members
-    return None

@@ -1,6 +1,9 @@
 """Embedders backed by models: mean-pooled hidden states of our GPT or of a local Hugging Face
 model, and a local sentence-transformers model. torch, transformers and sentence-transformers are
 imported only when one of these is built, never when this module is imported.
+
+They live with the models (``train``), not in the store, so the core never imports ``train``; the
+store finds them by name through the ``curriculum.embedders`` entry points (``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -10,17 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from curriculum.store.embedders import l2_normalize
 from curriculum.store.errors import StoreError
 
 Texts = Sequence[str | bytes]
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm, in place when float32; zero rows stay zero."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    np.divide(vectors, norms, out=vectors, where=norms > 0)
-    return vectors
 
 
 def _as_text(text: str | bytes) -> str:
@@ -52,6 +48,7 @@ class GPTHiddenStateEmbedder(_Pretrained):
     """
 
     name = "gpt"
+    spec_argument = "checkpoint"
 
     def __init__(
         self, checkpoint: str | None = None, seed: int = 0, batch_size: int = 64, model: Any = None
@@ -143,6 +140,7 @@ class HFHiddenStateEmbedder(_Pretrained):
     """Mean-pooled last hidden states of a local Hugging Face model (``local_files_only``)."""
 
     name = "hf"
+    spec_argument = "path"
 
     def __init__(self, path: str, max_tokens: int = 256, batch_size: int = 32) -> None:
         try:
@@ -190,6 +188,7 @@ class SentenceTransformerEmbedder(_Pretrained):
     """A local sentence-transformers model directory (the package is imported only here)."""
 
     name = "sentence-transformers"
+    spec_argument = "path"
 
     def __init__(self, path: str, batch_size: int = 64) -> None:
         try:

@@ -200,10 +200,10 @@ class GradientFeatureEmbedder:
     def __init__(self, checkpoint: str | None = None, model_seed: int = 0, rank: int = 8,
                  seed: int = 0, seq_len: int = 128, batch_size: int = 32,
                  model: nn.Module | None = None) -> None:
-        if model is None:  # the store's GPT loader (checkpoint formats live there)
-            from curriculum.store.embedders import GPTHiddenStateEmbedder
+        if model is None:  # the GPT embedder's loader (checkpoint formats live there)
+            from curriculum.store.embedders import make_embedder
 
-            model = GPTHiddenStateEmbedder(checkpoint=checkpoint, seed=model_seed).model
+            model = make_embedder("gpt", checkpoint=checkpoint, seed=model_seed).model
         self.checkpoint, self.model_seed, self.seq_len = checkpoint, int(model_seed), int(seq_len)
         self.model = model
         self.projector = GradientFeatureProjector(

@@ -51,20 +51,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _sample_at(store: BehaviorStore, row: int) -> tuple[str, str, str]:
     """(shard path, key, text) of a row, read from its shard at the recorded byte offset."""
-    from curriculum.shards.tar_samples import iter_raw_samples
+    from curriculum.shards.documents import decode_text, read_sample
 
     manifest = store.manifest
-    shard = int(manifest.shard_of_rows(np.asarray([row]))[0])
-    path = manifest.shard_paths[shard]
-    ordinal = row - int(manifest.first_rows[shard])
+    path = manifest.shard_paths[int(manifest.shard_of_rows(np.asarray([row]))[0])]
     try:
-        sample = next(iter_raw_samples(path, ordinal, int(manifest.offsets_bytes[row])), None)
+        sample = read_sample(manifest, row)
     except OSError:
         sample = None
     if sample is None:
         return path, "?", "(shard unreadable)"
-    text = next((sample.members[m] for m in ("txt", "text") if m in sample.members), b"")
-    return path, sample.key, text.decode("utf-8", "replace")
+    text = decode_text(sample.members)
+    if isinstance(text, Exception):
+        return path, sample.key, f"(undecodable: {text})"
+    return path, sample.key, text if text is not None else "(no text member)"
 
 
 def _shorten(text: str, width: int) -> str:

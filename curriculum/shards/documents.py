@@ -13,7 +13,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from curriculum.shards.tar_samples import ShardReadReport, iter_raw_samples
+import numpy as np
+
+from curriculum.shards.manifest import ShardManifest
+from curriculum.shards.tar_samples import RawSample, ShardReadReport, iter_raw_samples
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,21 @@ class SkipCounter:
         return sum(self.counts.values())
 
 
-def decode_text(members: dict[str, bytes], text_field: str = "text") -> str | None | Exception:
-    """The document text of a sample: ``.txt``, else ``text_field`` of ``.json``.
+#: Members that hold a sample's text as it is, in the order they are tried (before ``.json``).
+TEXT_MEMBERS = ("txt", "text")
 
-    Returns ``None`` when the sample has no text member, or the decoding error.
+
+def decode_text(members: dict[str, bytes], text_field: str = "text") -> str | None | Exception:
+    """The document text of a sample: ``.txt``, else ``.text``, else ``text_field`` of ``.json``.
+
+    The one rule every reader of a sample uses (the loader, the store build, the spool, the
+    command line), so a document is trained on and indexed as the same text. Returns ``None``
+    when the sample has no text member, or the decoding error.
     """
     try:
-        if "txt" in members:
-            return members["txt"].decode("utf-8")
+        for member in TEXT_MEMBERS:
+            if member in members:
+                return members[member].decode("utf-8")
         if "json" in members:
             record = json.loads(members["json"].decode("utf-8"))
             if isinstance(record, dict) and isinstance(record.get(text_field), str):
@@ -68,6 +78,24 @@ def decode_text(members: dict[str, bytes], text_field: str = "text") -> str | No
         return None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return error
+
+
+def usable_text(members: dict[str, bytes] | None, text_field: str = "text") -> str | None:
+    """The sample's text when it is usable for training (decodes, not blank), else ``None``."""
+    text = decode_text(members or {}, text_field)
+    if not isinstance(text, str) or not text or text.isspace():
+        return None
+    return text
+
+
+def read_sample(manifest: ShardManifest, row: int) -> RawSample | None:
+    """The sample at ``row``, read by seeking to its byte offset (``None`` if it is gone)."""
+    shard = int(manifest.shard_of_rows(np.array([row]))[0])
+    ordinal = row - int(manifest.first_rows[shard])
+    offset = int(manifest.offsets_bytes[row])
+    for sample in iter_raw_samples(manifest.shard_paths[shard], ordinal, offset):
+        return sample
+    return None
 
 
 def iter_documents(

@@ -16,14 +16,14 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from curriculum.shards.tar_samples import ShardReadReport, iter_raw_samples
+from curriculum.shards.tar_samples import RawSample, ShardReadReport, iter_raw_samples
 
 MANIFEST_NAME = "manifest.json"
 ROWS_NAME = "manifest_rows.npz"
@@ -112,25 +112,11 @@ class ShardManifest:
     @classmethod
     def build(cls, shard_paths: Sequence[str], show_progress: bool = False) -> ShardManifest:
         """Scan shards once (tar headers and member bytes) and record every sample."""
-        counts, offsets, hashes = [], [], []
+        scan = ShardScan()
         for path in tqdm(shard_paths, desc="scan shards", unit="shard", disable=not show_progress):
-            report = ShardReadReport(path)
-            keys, shard_offsets = [], []
-            for sample in iter_raw_samples(path, report=report):
-                keys.append(sample.key)
-                shard_offsets.append(sample.offset_bytes)
-            counts.append(len(keys))
-            offsets.append(np.asarray(shard_offsets, dtype=np.int64))
-            hashes.append(key_hash(keys))
-        counts_array = np.asarray(counts, dtype=np.int64)
-        first_rows = np.concatenate([[0], np.cumsum(counts_array)[:-1]]).astype(np.int64)
-        return cls(
-            [str(p) for p in shard_paths],
-            first_rows,
-            counts_array,
-            np.concatenate(offsets) if offsets else np.zeros(0, np.int64),
-            np.concatenate(hashes) if hashes else np.zeros(0, np.uint64),
-        )
+            for _ in scan.samples(path):
+                pass
+        return scan.manifest(shard_paths)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``manifest.json`` and ``manifest_rows.npz`` atomically (write, then rename)."""
@@ -174,6 +160,46 @@ class ShardManifest:
         if len(offsets) != manifest.num_rows or len(hashes) != manifest.num_rows:
             raise ManifestError(f"{directory / ROWS_NAME}: row tables do not match the shard counts")
         return manifest
+
+
+class ShardScan:
+    """Counts, byte offsets and key hashes of shards, recorded while their samples stream by.
+
+    The one scan behind :meth:`ShardManifest.build` and the store build (which embeds the texts
+    in the same pass), so both record rows the same way.
+    """
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.offsets: list[np.ndarray] = []
+        self.hashes: list[np.ndarray] = []
+        self.last_report: ShardReadReport | None = None
+        """What went wrong in the shard scanned last (truncation), once its samples are read."""
+
+    def samples(self, path: str) -> Iterator[RawSample]:
+        """Every sample of one shard; its rows are recorded once the last one is read."""
+        report = ShardReadReport(path)
+        keys: list[str] = []
+        shard_offsets: list[int] = []
+        for sample in iter_raw_samples(path, report=report):
+            keys.append(sample.key)
+            shard_offsets.append(sample.offset_bytes)
+            yield sample
+        self.last_report = report
+        self.counts.append(len(keys))
+        self.offsets.append(np.asarray(shard_offsets, dtype=np.int64))
+        self.hashes.append(key_hash(keys))
+
+    def manifest(self, shard_paths: Sequence[str]) -> ShardManifest:
+        """The manifest of the shards scanned, in the order they were scanned."""
+        counts = np.asarray(self.counts, dtype=np.int64)
+        return ShardManifest(
+            [str(p) for p in shard_paths],
+            np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
+            counts,
+            np.concatenate(self.offsets) if self.offsets else np.zeros(0, np.int64),
+            np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64),
+        )
 
 
 def manifest_for(spec: str | Sequence[str], show_progress: bool = False) -> ShardManifest:

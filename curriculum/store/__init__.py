@@ -10,12 +10,11 @@ from curriculum.store.affinity import AFFINITY_DEFINITION, probe_affinity
 from curriculum.store.build import build_store, read_probe_sets
 from curriculum.store.embedders import (
     Embedder,
-    GPTHiddenStateEmbedder,
     HashedNgramEmbedder,
-    HFHiddenStateEmbedder,
-    SentenceTransformerEmbedder,
+    known_embedders,
     load_embedder,
     make_embedder,
+    register_embedder,
 )
 from curriculum.store.errors import StoreError
 from curriculum.store.estimate import KnnEstimator
@@ -27,18 +26,17 @@ __all__ = [
     "AFFINITY_DEFINITION",
     "BehaviorStore",
     "Embedder",
-    "GPTHiddenStateEmbedder",
-    "HFHiddenStateEmbedder",
     "HashedNgramEmbedder",
     "KnnEstimator",
-    "SentenceTransformerEmbedder",
     "ShardSummaries",
     "StoreError",
     "StoreReader",
     "build_store",
     "choose_index_factory",
+    "known_embedders",
     "load_embedder",
     "make_embedder",
+    "register_embedder",
     "probe_affinity",
     "read_probe_sets",
 ]

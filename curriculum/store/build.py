@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from curriculum.shards.documents import usable_text
 from curriculum.shards.manifest import (
     MANIFEST_NAME,
     ROWS_NAME,
     ShardManifest,
+    ShardScan,
     expand_shard_spec,
-    key_hash,
 )
-from curriculum.shards.tar_samples import ShardReadReport, iter_raw_samples
 from curriculum.store.affinity import (
     AFFINITY_DEFINITION,
     DEFAULT_TOP_K,
@@ -75,8 +75,6 @@ from curriculum.store.tables import (
 ESTIMATOR_FLAT_BELOW = 200_000
 #: Nearest IVF lists kept per row for kNN estimation (probes beyond this do a coarse search).
 COARSE_PROBES = 4
-#: Member extensions tried, in order, for a document's text.
-TEXT_MEMBERS = ("txt", "text")
 
 
 def read_probe_sets(
@@ -126,26 +124,17 @@ def _corpus_manifest(spec: Any) -> tuple[ShardManifest | None, Path | None]:
     return None, None
 
 
-def _iter_documents(
-    shard_paths: Sequence[str], counts: list[int], offsets: list[np.ndarray],
-    hashes: list[np.ndarray],
-) -> Iterator[bytes]:
-    """Texts of every sample in row order; fills per-shard counts, offsets and key hashes."""
+def _iter_documents(shard_paths: Sequence[str], scan: ShardScan, text_field: str) -> Iterator[bytes]:
+    """Texts of every sample in row order, as the loader decodes them (``b""`` where the loader
+    skips the sample); ``scan`` records the per-shard counts, offsets and key hashes."""
     for path in shard_paths:
-        report = ShardReadReport(path)
-        keys: list[str] = []
-        shard_offsets: list[int] = []
-        for sample in iter_raw_samples(path, report=report):
-            keys.append(sample.key)
-            shard_offsets.append(sample.offset_bytes)
-            text = next((sample.members[m] for m in TEXT_MEMBERS if m in sample.members), b"")
-            yield text
-        if report.truncated:
+        for sample in scan.samples(path):
+            text = usable_text(sample.members, text_field)
+            yield text.encode("utf-8") if text is not None else b""
+        report = scan.last_report
+        if report is not None and report.truncated:
             raise StoreError(f"{path}: damaged shard ({report.error}); rows after the damage "
                              "would be lost, so the store is not built")
-        counts.append(len(keys))
-        offsets.append(np.asarray(shard_offsets, dtype=np.int64))
-        hashes.append(key_hash(keys))
 
 
 def _batches(documents: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
@@ -173,6 +162,7 @@ def build_store(
     batch_documents: int = 4096,
     estimator_factory: str | None = None,
     overwrite: bool = False,
+    text_field: str = "text",
 ) -> BehaviorStore:
     """Index shards into a new store at ``out_dir`` and return it opened for writing.
 
@@ -181,7 +171,8 @@ def build_store(
     sets, and its key and byte offset recorded. Then the FAISS index (``index_factory``, or one
     chosen by size), the key lookup table, per-shard mean affinity and empty attribution tables
     are written, and finally ``store.json``. When the shard spec is a corpus directory with a
-    manifest, the rows read must match it exactly.
+    manifest, the rows read must match it exactly. Texts are decoded as the loader decodes them
+    (:func:`curriculum.shards.documents.decode_text`, ``text_field`` of ``.json`` members).
     """
     probes = read_probe_sets(probes_dir, behaviors)
     names = list(probes)
@@ -209,7 +200,7 @@ def build_store(
         meta = _build(
             staging, shard_paths, corpus_manifest, corpus_manifest_path, probes, names,
             make_embedder(embedder), index_factory, estimator_factory, affinity_top_k,
-            fit_documents, batch_documents, show_progress,
+            fit_documents, batch_documents, show_progress, text_field,
         )
         meta.save(staging)
         fsync_directory(staging)
@@ -247,12 +238,11 @@ def _build(
     fit_documents: int,
     batch_documents: int,
     show_progress: bool,
+    text_field: str,
 ) -> StoreMeta:
     dim = int(embedder.dim)
-    counts: list[int] = []
-    offsets: list[np.ndarray] = []
-    hashes: list[np.ndarray] = []
-    documents = _iter_documents(shard_paths, counts, offsets, hashes)
+    scan = ShardScan()
+    documents = _iter_documents(shard_paths, scan, text_field)
     total = corpus_manifest.num_rows if corpus_manifest is not None else None
     embeddings_out = NpyStreamWriter(staging / EMBEDDINGS_FILE, np.float32, (dim,))
     affinity_out = NpyStreamWriter(staging / AFFINITY_FILE, np.float32, (len(names),))
@@ -294,14 +284,7 @@ def _build(
         affinity_out.abort()
         raise
 
-    counts_array = np.asarray(counts, dtype=np.int64)
-    manifest = ShardManifest(
-        list(shard_paths),
-        np.concatenate([[0], np.cumsum(counts_array)[:-1]]).astype(np.int64),
-        counts_array,
-        np.concatenate(offsets) if offsets else np.zeros(0, np.int64),
-        np.concatenate(hashes) if hashes else np.zeros(0, np.uint64),
-    )
+    manifest = scan.manifest(shard_paths)
     if corpus_manifest is not None:
         _check_against_corpus(manifest, corpus_manifest, corpus_manifest_path)
     num_rows = manifest.num_rows

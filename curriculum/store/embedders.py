@@ -8,7 +8,11 @@ Three kinds, chosen by a spec string (:func:`make_embedder`):
   of a local Hugging Face model directory (never downloaded);
 - ``sentence-transformers:PATH``: a local sentence-transformers model (optional dependency).
 
-The model-backed ones live in :mod:`train.embedders`.
+The model-backed ones live where the models live, in :mod:`train.embedders`, and reach this
+registry through the ``curriculum.embedders`` entry points of the installed package (see
+``pyproject.toml``): the store names them, it never imports them, so the core does not depend on
+``train``. A third-party package registers its own embedders the same way, or calls
+:func:`register_embedder`.
 
 An embedder's ``name`` and ``params()`` go into the store manifest and rebuild it with
 :func:`load_embedder`; fitted state (the IDF table) is saved beside it as arrays.
@@ -24,14 +28,19 @@ import numpy as np
 
 from curriculum.store.errors import StoreError
 from curriculum.store.hashing import BatchHasher, mix64
-from train.embedders import (
-    GPTHiddenStateEmbedder,
-    HFHiddenStateEmbedder,
-    SentenceTransformerEmbedder,
-    l2_normalize,
-)
 
 Texts = Sequence[str | bytes]
+
+#: Entry-point group through which installed packages provide embedders (``name = module:Class``).
+ENTRY_POINT_GROUP = "curriculum.embedders"
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm, in place when float32; zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors
 
 
 class Embedder(Protocol):
@@ -213,15 +222,36 @@ class HashedNgramEmbedder:
         self._update_weights()
 
 
-EMBEDDERS: dict[str, type] = {
-    HashedNgramEmbedder.name: HashedNgramEmbedder,
-    GPTHiddenStateEmbedder.name: GPTHiddenStateEmbedder,
-    HFHiddenStateEmbedder.name: HFHiddenStateEmbedder,
-    SentenceTransformerEmbedder.name: SentenceTransformerEmbedder,
-}
+EMBEDDERS: dict[str, type] = {HashedNgramEmbedder.name: HashedNgramEmbedder}
+"""Embedders registered in this process, by name (entry-point embedders join on first use)."""
 
-#: Which constructor argument the ``NAME:VALUE`` part of a spec fills.
-_SPEC_ARGUMENT = {"gpt": "checkpoint", "hf": "path", "sentence-transformers": "path"}
+
+def register_embedder(cls: type) -> type:
+    """Register an embedder class under its ``name`` (usable as a decorator). A class whose spec
+    ``NAME:VALUE`` fills a constructor argument names it in ``spec_argument``."""
+    EMBEDDERS[cls.name] = cls
+    return cls
+
+
+def _provided() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_embedders() -> list[str]:
+    """Names of every embedder: registered here, or provided through an entry point."""
+    return [*EMBEDDERS, *(name for name in _provided() if name not in EMBEDDERS)]
+
+
+def embedder_class(name: str) -> type | None:
+    """The class registered or provided under ``name`` (loading its entry point), else ``None``."""
+    if name not in EMBEDDERS:
+        point = _provided().get(name)
+        if point is None:
+            return None
+        register_embedder(point.load())
+    return EMBEDDERS.get(name)
 
 
 def make_embedder(spec: str | Embedder = "hashed", **params: Any) -> Embedder:
@@ -234,20 +264,22 @@ def make_embedder(spec: str | Embedder = "hashed", **params: Any) -> Embedder:
         return spec
     name, _, rest = spec.partition(":")
     name = {"st": "sentence-transformers", "": "hashed"}.get(name, name)
-    if name not in EMBEDDERS:
-        raise StoreError(f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}")
+    cls = embedder_class(name)
+    if cls is None:
+        raise StoreError(f"unknown embedder {name!r}; known: {', '.join(known_embedders())}")
+    spec_argument = getattr(cls, "spec_argument", None)
     arguments: dict[str, Any] = {}
     for index, part in enumerate(p for p in rest.split(",") if p):
         key, equals, value = part.partition("=")
         if not equals:
-            if index or name not in _SPEC_ARGUMENT:
+            if index or spec_argument is None:
                 raise StoreError(f"embedder spec {spec!r}: expected key=value, got {part!r}")
-            arguments[_SPEC_ARGUMENT[name]] = part
+            arguments[spec_argument] = part
         else:
             arguments[key.strip()] = _parse_value(value.strip())
     arguments.update(params)
     try:
-        return EMBEDDERS[name](**arguments)
+        return cls(**arguments)
     except TypeError as error:
         raise StoreError(f"embedder spec {spec!r}: {error}") from error
 
@@ -266,9 +298,10 @@ def _parse_value(value: str) -> Any:
 def load_embedder(record: dict[str, Any], state: dict[str, np.ndarray] | None = None) -> Embedder:
     """Rebuild the embedder a store manifest describes (``{"name": ..., "params": {...}}``)."""
     name = record.get("name")
-    if name not in EMBEDDERS:
+    cls = embedder_class(name) if isinstance(name, str) else None
+    if cls is None:
         raise StoreError(f"unknown embedder {name!r} in store manifest")
-    embedder = EMBEDDERS[name](**record.get("params", {}))
+    embedder = cls(**record.get("params", {}))
     if state:
         embedder.load_state(state)
     return embedder

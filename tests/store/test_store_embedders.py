@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from curriculum.store import (
-    GPTHiddenStateEmbedder,
     HashedNgramEmbedder,
     StoreError,
     load_embedder,
     make_embedder,
 )
 from curriculum.synth import generate_documents
+from train.embedders import GPTHiddenStateEmbedder
 
 TEXTS = [d.text for d in generate_documents(300, seed=2)]
 
