@@ -49,6 +49,10 @@ def _check(value: Any, annotation: Any, path: str) -> Any:
         return dict(value)
     if dataclasses.is_dataclass(annotation):
         return from_mapping(annotation, value, path)
+    return _check_scalar(value, annotation, path)
+
+
+def _check_scalar(value: Any, annotation: Any, path: str) -> Any:
     if annotation is Any:
         return value
     if annotation is bool:

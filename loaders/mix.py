@@ -32,8 +32,8 @@ from curriculum.shards.documents import Document
 from curriculum.shards.manifest import ShardManifest, manifest_for
 from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.datamodule import CurriculumDataModule
-from loaders.packing import Packer
-from loaders.stream import PackedTextStream, StreamConfig, encode
+from loaders.packing import Packer, pack_batches
+from loaders.stream import PackedTextStream, SkippedRowsStamp, StreamConfig, feed_documents
 from loaders.tokenize import make_tokenizer
 from loaders.world import World
 
@@ -138,19 +138,12 @@ class MixedTextStream(IterableDataset):
         if self._resume is not None and self._resume.get("packer") is not None:
             packer.load_state_dict(self._resume["packer"])
         self._packer = packer
-        skipped_before = self._skipped()
-        for choice, document in self.iter_documents(world):
-            packer.add(encode(tokenizer, document.text), document.row + int(self.row_offsets[choice]))
-            while packer.ready():
-                batch = packer.pop()
-                skipped = self._skipped()
-                batch["skipped_rows"] = skipped - skipped_before
-                skipped_before = skipped
-                yield batch
-        if packer.has_tokens():  # a source ran out: the remainder, padded, loses nothing
-            batch = packer.pop_partial()
-            batch["skipped_rows"] = self._skipped() - skipped_before
-            yield batch
+        stamp = SkippedRowsStamp(self._skipped)
+        # A source that runs out ends the feed: the remainder, padded, loses nothing.
+        feed = feed_documents(packer, tokenizer, (
+            (d.row + int(self.row_offsets[choice]), d.text)
+            for choice, d in self.iter_documents(world)))
+        yield from pack_batches(packer, feed, stamp)
 
     def _skipped(self) -> int:
         return sum(stream.skips.total for stream in self.streams)

@@ -23,6 +23,7 @@ shared-memory file each, which dominated the loader's time):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +208,30 @@ class Packer:
         """Drop buffered tokens (at an epoch boundary)."""
         self.state = PackerState()
         self._buffered_tokens = 0
+
+
+def pack_batches(packer: Packer, feed: Iterable[object], stamp: Callable[[dict[str, Any]], None],
+                 *, after_batch: Callable[[], None] | None = None,
+                 flush: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+    """The packing loop every stream shares: cut batches as the feed fills the packer.
+
+    ``feed`` adds documents to ``packer`` and yields whenever a batch may be ready; every ready
+    batch is cut, given to ``stamp`` (which adds the stream's own keys) and yielded, and
+    ``after_batch`` runs right after the yield (where a checkpoint may have been taken). When the
+    feed ends (finite data), the buffered remainder goes out as one padded batch, so nothing is
+    lost — also an empty one when ``flush()`` says something must still travel (fates).
+    """
+    for _ in feed:
+        while packer.ready():
+            batch = packer.pop()
+            stamp(batch)
+            yield batch
+            if after_batch is not None:
+                after_batch()
+    if packer.has_tokens() or flush():
+        batch = packer.pop_partial()
+        stamp(batch)
+        yield batch
 
 
 def make_batch(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,

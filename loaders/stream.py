@@ -10,7 +10,7 @@ the reader seeks to the sample's byte offset from the manifest instead of re-rea
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset
 from curriculum.shards.documents import Document, SkipCounter, Skipped, iter_documents
 from curriculum.shards.manifest import ShardManifest
 from loaders.checkpointable import from_checkpointable, to_checkpointable
-from loaders.packing import Packer
+from loaders.packing import Packer, pack_batches
 from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer
 from loaders.world import World, assign_shards
 
@@ -132,18 +132,10 @@ class PackedTextStream(IterableDataset):
         if self._resume is not None and "packer" in self._resume:
             packer.load_state_dict(self._resume["packer"])
         self._packer = packer
-        skipped_before = self.skips.total
-        for document in self.iter_documents(world):
-            packer.add(encode(tokenizer, document.text), document.row)
-            while packer.ready():
-                batch = packer.pop()
-                batch["skipped_rows"] = self.skips.total - skipped_before
-                skipped_before = self.skips.total
-                yield batch
-        if packer.has_tokens():  # end of finite data: the remainder, padded, loses nothing
-            batch = packer.pop_partial()
-            batch["skipped_rows"] = self.skips.total - skipped_before
-            yield batch
+        stamp = SkippedRowsStamp(lambda: self.skips.total)
+        feed = feed_documents(packer, tokenizer, (
+            (d.row, d.text) for d in self.iter_documents(world)))
+        yield from pack_batches(packer, feed, stamp)
 
     # -- checkpointing (torchdata Stateful protocol) ------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -162,6 +154,28 @@ class PackedTextStream(IterableDataset):
             if changed:
                 raise ValueError(f"loader state was saved with a different stream config ({changed})")
         self._resume = from_checkpointable({k: v for k, v in state.items() if k != "config"})
+
+
+class SkippedRowsStamp:
+    """Stamps each batch with ``skipped_rows``: rows skipped as bad input since the last batch."""
+
+    def __init__(self, total: Callable[[], int]) -> None:
+        self.total = total
+        self.before = total()
+
+    def __call__(self, batch: dict[str, Any]) -> None:
+        now = self.total()
+        batch["skipped_rows"] = now - self.before
+        self.before = now
+
+
+def feed_documents(packer: Packer, tokenizer: Tokenizer,
+                   documents: Iterable[tuple[int, str]]) -> Iterator[None]:
+    """Tokenize ``(row, text)`` documents into the packer, yielding after each one (the feed of
+    :func:`loaders.packing.pack_batches` for streams without a policy)."""
+    for row, text in documents:
+        packer.add(encode(tokenizer, text), row)
+        yield
 
 
 def encode(tokenizer: Tokenizer, text: str) -> np.ndarray:

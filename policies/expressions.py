@@ -22,6 +22,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,63 +119,85 @@ def _dotted(node: ast.expr) -> str | None:
     return ".".join(reversed(parts))
 
 
+def _constant(node: ast.Constant, column: int | None, deeper: int) -> Node:
+    value = node.value
+    if isinstance(value, bool):
+        return Num(1.0 if value else 0.0)
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ExpressionError("number is too large", column) from None
+        if not math.isfinite(number):
+            raise ExpressionError("number is too large", column)
+        return Num(number)
+    kind = "strings are" if isinstance(value, str | bytes) else f"{value!r} is"
+    raise ExpressionError(f"{kind} not allowed (only numbers, true and false)", column)
+
+
+def _name(node: ast.Name, column: int | None, deeper: int) -> Node:
+    if node.id in _WORDS:
+        return Num(_WORDS[node.id])
+    return Name(node.id, node.col_offset)
+
+
+def _attribute(node: ast.Attribute, column: int | None, deeper: int) -> Node:
+    name = _dotted(node)
+    if name is None:
+        raise ExpressionError(
+            "attribute access is not allowed (only score names like 'affinity.values')", column)
+    return Name(name, node.col_offset)
+
+
+def _unary(node: ast.UnaryOp, column: int | None, deeper: int) -> Node:
+    if isinstance(node.op, ast.USub):
+        return Neg(_check(node.operand, deeper))
+    if isinstance(node.op, ast.UAdd):
+        return _check(node.operand, deeper)
+    if isinstance(node.op, ast.Not):
+        return Not(_check(node.operand, deeper))
+    raise ExpressionError(f"operator {_FORBIDDEN_OPS[type(node.op)]} is not allowed", column)
+
+
+def _binary(node: ast.BinOp, column: int | None, deeper: int) -> Node:
+    op = _BINOPS.get(type(node.op))
+    if op is None:
+        described = _FORBIDDEN_OPS.get(type(node.op), type(node.op).__name__)
+        raise ExpressionError(f"operator {described} is not allowed (use + - * /)", column)
+    return BinOp(op, _check(node.left, deeper), _check(node.right, deeper))
+
+
+def _compare(node: ast.Compare, column: int | None, deeper: int) -> Node:
+    ops = []
+    for op_node in node.ops:
+        op = _CMPOPS.get(type(op_node))
+        if op is None:
+            described = _FORBIDDEN_OPS.get(type(op_node), type(op_node).__name__)
+            raise ExpressionError(f"operator {described} is not allowed", column)
+        ops.append(op)
+    operands = [_check(node.left, deeper)] + [_check(c, deeper) for c in node.comparators]
+    return Compare(tuple(ops), tuple(operands))
+
+
+def _boolean(node: ast.BoolOp, column: int | None, deeper: int) -> Node:
+    op = "and" if isinstance(node.op, ast.And) else "or"
+    return BoolOp(op, tuple(_check(v, deeper) for v in node.values))
+
+
+#: The node types the language allows, and how each is checked.
+_CHECKS: dict[type, Any] = {
+    ast.Constant: _constant, ast.Name: _name, ast.Attribute: _attribute, ast.UnaryOp: _unary,
+    ast.BinOp: _binary, ast.Compare: _compare, ast.BoolOp: _boolean,
+}
+
+
 def _check(node: ast.expr, depth: int) -> Node:
     column = getattr(node, "col_offset", None)
     if depth > MAX_EXPRESSION_DEPTH:
         raise ExpressionError(f"expression is nested deeper than {MAX_EXPRESSION_DEPTH}", column)
-    deeper = depth + 1
-    if isinstance(node, ast.Constant):
-        value = node.value
-        if isinstance(value, bool):
-            return Num(1.0 if value else 0.0)
-        if isinstance(value, int | float):
-            try:
-                number = float(value)
-            except OverflowError:
-                raise ExpressionError("number is too large", column) from None
-            if not math.isfinite(number):
-                raise ExpressionError("number is too large", column)
-            return Num(number)
-        kind = "strings are" if isinstance(value, str | bytes) else f"{value!r} is"
-        raise ExpressionError(f"{kind} not allowed (only numbers, true and false)", column)
-    if isinstance(node, ast.Name):
-        if node.id in _WORDS:
-            return Num(_WORDS[node.id])
-        return Name(node.id, node.col_offset)
-    if isinstance(node, ast.Attribute):
-        name = _dotted(node)
-        if name is None:
-            raise ExpressionError(
-                "attribute access is not allowed (only score names like 'affinity.values')",
-                column)
-        return Name(name, node.col_offset)
-    if isinstance(node, ast.UnaryOp):
-        if isinstance(node.op, ast.USub):
-            return Neg(_check(node.operand, deeper))
-        if isinstance(node.op, ast.UAdd):
-            return _check(node.operand, deeper)
-        if isinstance(node.op, ast.Not):
-            return Not(_check(node.operand, deeper))
-        raise ExpressionError(f"operator {_FORBIDDEN_OPS[type(node.op)]} is not allowed", column)
-    if isinstance(node, ast.BinOp):
-        op = _BINOPS.get(type(node.op))
-        if op is None:
-            described = _FORBIDDEN_OPS.get(type(node.op), type(node.op).__name__)
-            raise ExpressionError(f"operator {described} is not allowed (use + - * /)", column)
-        return BinOp(op, _check(node.left, deeper), _check(node.right, deeper))
-    if isinstance(node, ast.Compare):
-        ops = []
-        for op_node in node.ops:
-            op = _CMPOPS.get(type(op_node))
-            if op is None:
-                described = _FORBIDDEN_OPS.get(type(op_node), type(op_node).__name__)
-                raise ExpressionError(f"operator {described} is not allowed", column)
-            ops.append(op)
-        operands = [_check(node.left, deeper)] + [_check(c, deeper) for c in node.comparators]
-        return Compare(tuple(ops), tuple(operands))
-    if isinstance(node, ast.BoolOp):
-        op = "and" if isinstance(node.op, ast.And) else "or"
-        return BoolOp(op, tuple(_check(v, deeper) for v in node.values))
+    check = _CHECKS.get(type(node))
+    if check is not None:
+        return check(node, column, depth + 1)
     message = _DESCRIBE.get(type(node))
     if message is None:
         message = f"{type(node).__name__.lower()} is not allowed"

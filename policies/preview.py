@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from policies.decisions import DEFER, DROP, EMIT, DecisionBatch
-from policies.driver import CurriculumDriver
 from policies.policy import Policy, PolicyRunner
+from policies.preview_simulation import PreviewSimulation, PreviewSpool
 from policies.scores import ScoreSource
 
 #: Counters kept per stage and behavior.
@@ -187,41 +186,6 @@ class _InMemoryScores:
         return self._measured[rows]
 
 
-class _Spool:
-    """Deferred rows waiting to come back (arrays; scanned only when something can be due)."""
-
-    def __init__(self, num_rows: int) -> None:
-        self.rows = np.zeros(0, np.int64)
-        self.until_stage = np.zeros(0, np.int64)
-        self.until_step = np.zeros(0, np.int64)
-        self.since = np.zeros(0, np.int64)
-        self.waiting = np.zeros(num_rows, bool)
-
-    def add(self, decisions: DecisionBatch, chosen: np.ndarray, step: int) -> None:
-        rows = decisions.rows[chosen]
-        self.rows = np.concatenate([self.rows, rows])
-        self.until_stage = np.concatenate([self.until_stage, decisions.until_stage[chosen]])
-        self.until_step = np.concatenate([self.until_step, decisions.until_step[chosen]])
-        self.since = np.concatenate([self.since, np.full(len(rows), step, np.int64)])
-        self.waiting[rows] = True
-
-    def take_due(self, stage: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Remove and return (rows, deferred-at steps) that may come back now."""
-        if not len(self.rows):
-            return self.rows, self.since
-        by_stage = self.until_stage >= 0
-        if not ((by_stage & (self.until_stage <= stage)).any()
-                or (~by_stage & (self.until_step <= step)).any()):
-            return self.rows[:0], self.since[:0]
-        due = np.where(by_stage, self.until_stage <= stage, self.until_step <= step)
-        rows, since = self.rows[due], self.since[due]
-        keep = ~due
-        self.rows, self.until_stage = self.rows[keep], self.until_stage[keep]
-        self.until_step, self.since = self.until_step[keep], self.since[keep]
-        self.waiting[rows] = False
-        return rows, since
-
-
 def preview_policy(policy: Policy, store: ScoreSource, steps: int | None = None,
                    docs_per_step: int = 32, tokens_per_doc: int = 512,
                    labels: str | Path | None = None, chunk_rows: int = 4096) -> PreviewResult:
@@ -241,7 +205,6 @@ def preview_policy(policy: Policy, store: ScoreSource, steps: int | None = None,
         raise ValueError("the store has no documents")
     if num_rows * len(store.behaviors) <= CACHE_MAX_VALUES:
         store = _InMemoryScores(store)
-    runner = PolicyRunner(policy, store)
     if labels is not None:
         row_groups = read_row_labels(labels, num_rows)
         group_source = f"label from {labels}"
@@ -253,16 +216,6 @@ def preview_policy(policy: Policy, store: ScoreSource, steps: int | None = None,
                                          else len(store.behaviors), g)))
     group_index = {g: i for i, g in enumerate(groups)}
     row_group = np.array([group_index[g] for g in row_groups.tolist()], np.int64)
-    num_groups = len(groups)
-
-    driver = CurriculumDriver(policy)
-    state = driver.advance(0, 0, {})
-    max_steps = steps if steps is not None else DEFAULT_MAX_STEPS
-    capacity = max_steps if steps is not None else 1024
-    emitted = np.zeros((capacity, num_groups), np.int64)
-    weights = np.zeros((capacity, num_groups), np.float64)
-    pending = np.zeros((capacity, num_groups), np.int64)
-    released = np.zeros((capacity, num_groups), np.int64)
 
     def new_stage_report(index: int, start: int) -> StageReport:
         return StageReport(index, policy.stages[index].name, start,
@@ -270,108 +223,23 @@ def preview_policy(policy: Policy, store: ScoreSource, steps: int | None = None,
                            weight_sum=dict.fromkeys(groups, 0.0),
                            wait_steps_sum=dict.fromkeys(groups, 0))
 
-    reports = [new_stage_report(0, 0)]
-    rule_counts: dict[str, int] = {}
-    spool = _Spool(num_rows)
-    cursor, passes, queued, tokens, step = 0, 1, 0, 0, 0
-
-    def count(decisions: DecisionBatch, since: np.ndarray | None) -> int:
-        report = reports[-1]
-        g = row_group[decisions.rows]
-        for rule, n in decisions.rule_counts().items():
-            rule_counts[rule] = rule_counts.get(rule, 0) + n
-        is_emit = decisions.kind == EMIT
-        emit_groups = np.bincount(g[is_emit], minlength=num_groups)
-        emit_weights = np.bincount(g[is_emit], weights=decisions.weight[is_emit],
-                                   minlength=num_groups)
-        emitted[step] += emit_groups
-        weights[step] += emit_weights
-        deferred_mask = decisions.kind == DEFER
-        defer_groups = np.bincount(g[deferred_mask], minlength=num_groups)
-        drop_groups = np.bincount(g[decisions.kind == DROP], minlength=num_groups)
-        for i, group in enumerate(groups):
-            counts = report.counts[group]
-            counts["deferred"] += int(defer_groups[i])
-            counts["dropped"] += int(drop_groups[i])
-            report.weight_sum[group] += float(emit_weights[i])
-        if since is None:
-            for i, group in enumerate(groups):
-                report.counts[group]["emitted"] += int(emit_groups[i])
-        else:
-            released[step] += emit_groups
-            waits = np.bincount(g[is_emit], weights=(step - since[is_emit]).astype(np.float64),
-                                minlength=num_groups)
-            for i, group in enumerate(groups):
-                report.counts[group]["released"] += int(emit_groups[i])
-                report.wait_steps_sum[group] += int(waits[i])
-            if is_emit.any():
-                if report.first_release_step is None:
-                    report.first_release_step = step
-                report.last_release_step = step
-        if deferred_mask.any():
-            spool.add(decisions, deferred_mask, step)
-        return int(is_emit.sum())
-
-    while step < max_steps:
-        if step >= len(emitted):  # grow the per-step arrays (unknown length when steps=None)
-            grow = len(emitted)
-            emitted, weights, pending, released = (
-                np.concatenate([a, np.zeros((grow, num_groups), a.dtype)])
-                for a in (emitted, weights, pending, released))
-        finished = False
-        passes_started_this_step = 0
-        while queued < docs_per_step:
-            due_rows, since = spool.take_due(state.stage, step)
-            if len(due_rows):
-                queued += count(runner.decide_rows(due_rows, state), since)
-                continue
-            if cursor >= num_rows:
-                if steps is None and not len(spool.rows):
-                    finished = True  # one pass done and nothing waits: the preview is complete
-                    break
-                if spool.waiting.all() or passes_started_this_step:
-                    break  # nothing (more) can be emitted this step: it stays short
-                cursor, passes = 0, passes + 1
-                passes_started_this_step += 1
-            # About one step's worth at a time: decisions see a state at most a step old (like a
-            # loader's prefetch), and deferred or skipped rows rarely need a second call.
-            wanted = min(chunk_rows, docs_per_step)
-            rows = np.arange(cursor, min(num_rows, cursor + wanted), dtype=np.int64)
-            cursor += len(rows)
-            rows = rows[~spool.waiting[rows]]
-            if len(rows):
-                queued += count(runner.decide_rows(rows, state), None)
-        consumed = min(queued, docs_per_step)  # a step can run short when nothing is left
-        queued -= consumed
-        pending[step] = np.bincount(row_group[spool.rows], minlength=num_groups)
-        step += 1
-        if finished and not emitted[step - 1].any() and not released[step - 1].any():
-            step -= 1  # the last step emitted nothing: do not count it
-            break
-        tokens += consumed * tokens_per_doc
-        previous_stage = state.stage
-        state = driver.advance(step, tokens, {})
-        if state.stage != previous_stage:
-            reports[-1].end_step = step
-            reports[-1].exit_reason = driver.history[-1].reason
-            reports.append(new_stage_report(state.stage, step))
-        if finished:
-            break
-
-    notes = _notes(policy, reports, step, steps, spool)
+    run = PreviewSimulation(policy, PolicyRunner(policy, store), row_group, groups,
+                            new_stage_report, docs_per_step, tokens_per_doc, chunk_rows, steps,
+                            steps if steps is not None else DEFAULT_MAX_STEPS).run()
+    step, spool = run.step, run.spool
+    pending_at_end = np.bincount(row_group[spool.rows], minlength=len(groups))
     return PreviewResult(
         policy_name=policy.spec.name, policy_type=policy.spec.type, groups=groups,
         group_source=group_source, num_rows=num_rows, docs_per_step=docs_per_step,
-        tokens_per_doc=tokens_per_doc, steps=step, passes=passes, stages=reports,
-        emitted_per_step=emitted[:step], weight_per_step=weights[:step],
-        pending_per_step=pending[:step], released_per_step=released[:step],
-        pending_at_end={g: int(n) for g, n in zip(
-            groups, np.bincount(row_group[spool.rows], minlength=num_groups), strict=True)},
-        rule_counts=rule_counts, notes=notes)
+        tokens_per_doc=tokens_per_doc, steps=step, passes=run.passes, stages=run.reports,
+        emitted_per_step=run.emitted[:step], weight_per_step=run.weights[:step],
+        pending_per_step=run.pending[:step], released_per_step=run.released[:step],
+        pending_at_end={g: int(n) for g, n in zip(groups, pending_at_end, strict=True)},
+        rule_counts=run.rule_counts, notes=_notes(policy, run.reports, step, steps, spool))
 
 
 def _notes(policy: Policy, reports: Sequence[StageReport], steps_run: int,
-           steps: int | None, spool: _Spool) -> list[str]:
+           steps: int | None, spool: PreviewSpool) -> list[str]:
     notes = []
     for stage in policy.stages:
         exit_spec = stage.exit

@@ -57,14 +57,10 @@ class SimulatedRun:
         raise LookupError(f"no {Fate(event).name} in the simulated run")
 
 
-def simulate(num_rows: int = 400, world_size: int = 2, num_workers: int = 2, num_epochs: int = 2,
-             stop_in_epoch: int | None = None, docs_per_batch: int = 7, seed: int = 0) -> SimulatedRun:
-    """Simulate a run through ``num_epochs`` epochs; with ``stop_in_epoch``, stop halfway through
-    that epoch (after the earlier ones are complete)."""
-    rng = random.Random(seed)
+def _reader_queues(rng: random.Random, num_rows: int, world_size: int, num_workers: int,
+                   last_epoch: int, stop_in_epoch: int | None) -> dict[tuple[int, int], list]:
+    """Per (rank, worker): its (epoch, row) items in stream order, -1 rows marking epoch ends."""
     num_readers = world_size * num_workers
-    last_epoch = num_epochs if stop_in_epoch is None else stop_in_epoch + 1
-    run = SimulatedRun(num_rows, world_size, num_workers, {rank: [] for rank in range(world_size)})
     queues: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for rank in range(world_size):
         for worker in range(num_workers):
@@ -79,6 +75,17 @@ def simulate(num_rows: int = 400, world_size: int = 2, num_workers: int = 2, num
                 if epoch != stop_in_epoch:
                     queue.append((epoch, -1))  # EPOCH_END marker
             queues[(rank, worker)] = queue
+    return queues
+
+
+def simulate(num_rows: int = 400, world_size: int = 2, num_workers: int = 2, num_epochs: int = 2,
+             stop_in_epoch: int | None = None, docs_per_batch: int = 7, seed: int = 0) -> SimulatedRun:
+    """Simulate a run through ``num_epochs`` epochs; with ``stop_in_epoch``, stop halfway through
+    that epoch (after the earlier ones are complete)."""
+    rng = random.Random(seed)
+    last_epoch = num_epochs if stop_in_epoch is None else stop_in_epoch + 1
+    run = SimulatedRun(num_rows, world_size, num_workers, {rank: [] for rank in range(world_size)})
+    queues = _reader_queues(rng, num_rows, world_size, num_workers, last_epoch, stop_in_epoch)
     spools: dict[int, list[tuple[int, int]]] = {rank: [] for rank in range(world_size)}
 
     def decide(events: list[Event], rank: int, epoch: int, row: int) -> None:
