@@ -21,7 +21,7 @@ from curriculum.store import build_store  # noqa: E402
 from curriculum.synth import write_synthetic_corpus  # noqa: E402
 from loaders.curriculum_stream import CurriculumStream  # noqa: E402
 from loaders.datamodule import stream_loader  # noqa: E402
-from loaders.policy_stage import CurriculumStreamConfig  # noqa: E402
+from loaders.policy_stage import CurriculumStreamConfig, StageWiring  # noqa: E402
 from loaders.stream import StreamConfig  # noqa: E402
 
 
@@ -59,8 +59,8 @@ def main() -> None:
         manifest = ShardManifest.load(tmp)
         stream = CurriculumStream(manifest, StreamConfig(batch_size=16, seq_len=128, num_epochs=1),
                                   CurriculumStreamConfig(policy="values_first",
-                                                         store=str(Path(tmp) / "store"),
-                                                         spool_dir=str(Path(tmp) / "spool")))
+                                                         store=str(Path(tmp) / "store")),
+                                  wiring=StageWiring(spool_dir=str(Path(tmp) / "spool")))
         samples: list[tuple[int, list[float]]] = []
         rows = 0
         for index, batch in enumerate(stream_loader(stream, num_workers=args.workers)):

@@ -107,8 +107,9 @@ class CurriculumReader:
         self.tokenizer = tokenizer
         self.repeat = stream.curriculum.upweight_mode == "repeat"
         config, curriculum = stream.config, stream.curriculum
-        spool_path = (Path(curriculum.spool_dir) / f"rank-{world.rank:05d}-worker-"
-                      f"{world.worker:02d}.bin") if curriculum.spool_dir else None
+        spool_dir = stream.wiring.spool_dir
+        spool_path = (Path(spool_dir) / f"rank-{world.rank:05d}-worker-"
+                      f"{world.worker:02d}.bin") if spool_dir else None
         self.state = ReaderState(
             Packer(config.batch_size, config.seq_len, tokenizer.eos_id, config.packing),
             PriorityWindow(curriculum.window_size_docs, curriculum.max_age_docs, config.seed),

@@ -33,7 +33,7 @@ from curriculum.shards.manifest import ShardManifest
 from loaders.checkpointable import to_checkpointable
 from loaders.curriculum_reader import CurriculumReader
 from loaders.packing import pack_batches
-from loaders.policy_stage import CurriculumStreamConfig, PolicyStage
+from loaders.policy_stage import CurriculumStreamConfig, PolicyStage, StageWiring
 from loaders.stream import PackedTextStream, StreamConfig
 from loaders.tokenize import make_tokenizer
 from loaders.world import World
@@ -44,18 +44,15 @@ class CurriculumStream(PackedTextStream):
 
     def __init__(self, manifest: ShardManifest, config: StreamConfig | None = None,
                  curriculum: CurriculumStreamConfig | None = None, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, wiring: StageWiring | None = None) -> None:
         super().__init__(manifest, config, rank, world_size)
         self.curriculum = curriculum or CurriculumStreamConfig()
-        if self.curriculum.upweight_mode not in ("loss_weight", "repeat"):
-            raise ValueError(f"upweight_mode must be 'loss_weight' or 'repeat', "
-                             f"got {self.curriculum.upweight_mode!r}")
-        self.stage = PolicyStage(self.curriculum)
-        # Paths of this process's shared state and spool may differ on resume; the rest may not.
-        runtime = ("state_path", "spool_dir")
-        self._config_record = {**asdict(self.config),
-                               **{k: v for k, v in asdict(self.curriculum).items()
-                                  if k not in runtime}}
+        self.wiring = wiring or StageWiring()
+        self.stage = PolicyStage(self.curriculum, self.wiring)
+        # Paths of this process's shared state and spool may differ on resume; the user's
+        # settings and the lag (it decides which state a batch is decided under) may not.
+        self._config_record = {**asdict(self.config), **asdict(self.curriculum),
+                               "lag_steps": self.wiring.lag_steps}
         self._shard_rank: np.ndarray | None = None
         self._reader: CurriculumReader | None = None
 
@@ -68,9 +65,7 @@ class CurriculumStream(PackedTextStream):
         if self._shard_rank is None:
             from curriculum.store import StoreReader
 
-            family, _, behavior = by.partition(".")
-            if family != "affinity" or not behavior:
-                raise ValueError(f"shard_order_by must look like 'affinity.<behavior>', got {by!r}")
+            behavior = by.partition(".")[2]  # the config checked the form 'affinity.<behavior>'
             self._shard_rank = StoreReader(self.curriculum.store).shard_summaries().order(behavior)
         return [int(s) for s in self._shard_rank]
 

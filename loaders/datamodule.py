@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +15,33 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from curriculum.shards.manifest import ShardManifest, manifest_for
 from loaders.curriculum_stream import CurriculumStream
 from loaders.packing import batch_to_tensors, keep_as_is
-from loaders.policy_stage import CurriculumStreamConfig
+from loaders.policy_stage import CurriculumStreamConfig, StageWiring
 from loaders.shared_state import SharedCurriculumState, default_state_path
 from loaders.stream import PackedTextStream, StreamConfig
+
+#: The run's own copy of its policy, inside the run directory.
+RUN_POLICY_NAME = "policy.yaml"
+
+
+def run_policy(run_dir: Path, policy: str, resuming: bool, rank: int = 0) -> tuple[Path, str]:
+    """The policy a run trains under, read once: ``(path, text)``.
+
+    A resumed run keeps its own ``RUN/policy.yaml`` (editing the source file meanwhile changes
+    nothing); a new run copies the policy file (or built-in) there first (rank 0 writes it,
+    atomically). Every rank and worker then decides under this one text.
+    """
+    from policies import resolve_policy_path
+
+    copy = run_dir / RUN_POLICY_NAME
+    if resuming and copy.is_file():
+        return copy, copy.read_text(encoding="utf-8")
+    text = resolve_policy_path(policy).read_text(encoding="utf-8")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        temporary = copy.with_name(f".{copy.name}.{os.getpid()}")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, copy)
+    return copy, text
 
 
 def stream_loader(dataset: PackedTextStream, num_workers: int = 1, prefetch_batches: int = 2,
@@ -50,7 +75,7 @@ class CurriculumDataModule(L.LightningDataModule):
                  store: str | None = None, policy: str | None = None,
                  curriculum: CurriculumStreamConfig | None = None, num_workers: int = 1,
                  prefetch_batches: int = 2, run_dir: str | None = None,
-                 snapshot_every_n_steps: int = 16) -> None:
+                 snapshot_every_n_steps: int = 16, resuming: bool = False) -> None:
         super().__init__()
         self.shards = shards
         self.stream_config = stream or StreamConfig()
@@ -63,9 +88,18 @@ class CurriculumDataModule(L.LightningDataModule):
         self.prefetch_batches = prefetch_batches
         self.run_dir = run_dir
         self.snapshot_every_n_steps = snapshot_every_n_steps
+        self.resuming = resuming
+        """Whether the trainer resumes this run from a checkpoint: the run's own
+        ``policy.yaml`` is then used as it is (:func:`run_policy`)."""
         self.manifest: ShardManifest | None = None
         self.dataset: PackedTextStream | None = None
         self.shared_state: SharedCurriculumState | None = None
+        self.wiring: StageWiring | None = None
+        """What the run wired into the policy stage (set up in :meth:`setup`)."""
+        self.policy: Any = None
+        """The policy, loaded once in :meth:`setup` from the run's own ``policy.yaml``; the
+        curriculum callback drives the stages with this object and every worker decides under
+        the same text."""
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest, place this rank, and create the shared curriculum state."""
@@ -81,14 +115,23 @@ class CurriculumDataModule(L.LightningDataModule):
         run_dir = Path(self.run_dir or (trainer.default_root_dir if trainer else tempfile.mkdtemp()))
         state_path = default_state_path(run_dir, rank)
         self.shared_state = SharedCurriculumState(state_path, create=True)
+        policy_path, policy_text = run_policy(run_dir, self.curriculum.policy, self.resuming, rank)
+        from curriculum.store import StoreReader
+        from policies import load_policy_text
+
+        self.policy = load_policy_text(policy_text, StoreReader(self.curriculum.store),
+                                       source=str(policy_path))
         # The loader runs at most workers x prefetch batches ahead of training: stage changes
         # must take effect later than that to be seen identically by every worker.
-        lag = max(self.curriculum.lag_steps, max(1, self.num_workers) * self.prefetch_batches + 2)
-        self.curriculum = dataclasses.replace(
-            self.curriculum, lag_steps=lag, state_path=str(state_path),
-            spool_dir=self.curriculum.spool_dir or str(run_dir / "spool"))
+        lag = max(8, max(1, self.num_workers) * self.prefetch_batches + 2)
+        self.wiring = StageWiring(lag_steps=lag, state_path=str(state_path),
+                                  spool_dir=str(run_dir / "spool"), policy_text=policy_text,
+                                  policy_source=str(policy_path))
         self.dataset = CurriculumStream(self.manifest, self.stream_config, self.curriculum, rank,
-                                        world_size)
+                                        world_size, self.wiring)
+        # Without worker processes the stage decides in this process: a copy of the loaded
+        # policy (the driver's own object advances stages; decisions must not share its state).
+        self.dataset.stage.loaded_policy = copy.deepcopy(self.policy)
 
     def train_dataloader(self) -> StatefulDataLoader:
         """Batches come packed from the dataset, so the loader does no batching itself."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch.utils.data import IterableDataset
@@ -40,7 +40,7 @@ class StreamConfig:
     """Sequences per batch (per rank)."""
     seq_len: int = 128
     """Tokens per sequence."""
-    packing: str = "concat"
+    packing: Literal["concat", "pad"] = "concat"
     """``concat`` (documents joined into one stream) or ``pad`` (one document per sequence)."""
     tokenizer: str = "bytes"
     """``bytes`` or a local Hugging Face tokenizer directory."""

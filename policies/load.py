@@ -35,16 +35,22 @@ def builtin_policy_names() -> tuple[str, ...]:
 
 
 def resolve_policy_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """A policy file path: an existing path, or the name of a built-in policy
-    (``values_first`` -> ``configs/policies/values_first.yaml``)."""
+    """A policy file path: an existing file, or the name of a built-in policy
+    (``values_first`` -> the packaged ``values_first.yaml``).
+
+    Only a file is taken for a policy: a directory named like a built-in policy (the demo's run
+    directory ``values_first/``) never shadows it, and any other directory is refused.
+    """
     path = Path(name_or_path)
-    if path.exists():
+    if path.is_file():
         return path
     text = str(name_or_path)
     if "/" not in text and os.sep not in text:
         builtin = BUILTIN_POLICY_DIR / (text if text.endswith(".yaml") else f"{text}.yaml")
-        if builtin.exists():
+        if builtin.is_file():
             return builtin
+    if path.is_dir():
+        raise PolicyError("(file)", f"{text} is a directory, not a policy file")
     known = ", ".join(builtin_policy_names()) or "none found"
     raise PolicyError("(file)", f"no policy file {text!r} (built-in policies: {known})")
 

@@ -327,7 +327,6 @@ def prepare_branch(branch: BranchConfig) -> PreparedBranch:
     config.seed = parent.seed if branch.seed is None else branch.seed
     config.data.shards = branch.data
     config.data.probes = str(parent.probes_dir().resolve())  # comparable probe losses
-    config.data.policy = branch.policy
     # The parent's curriculum (policy + behavior store) describes the parent's rows, not the
     # branch's data; a branch streams its data unchanged unless given its own curriculum.
     if hasattr(config.data, "curriculum"):

@@ -68,8 +68,6 @@ class DataConfig:
     """Online attribution written into the store during training; ``None`` turns it off."""
     curriculum: CurriculumStreamConfig | None = None
     """The curriculum policy and behavior store; ``None`` streams the data unchanged."""
-    policy: str | None = None
-    """Curriculum policy (YAML file or built-in name); recorded by ``curriculum resume --policy``."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ import lightning as L
 
 from curriculum.ledger import FateBatch, LedgerWriter, write_ledger_meta
 from loaders.shared_state import SharedCurriculumState
-from policies import CurriculumDriver, CurriculumState, load_policy
+from policies import CurriculumDriver, CurriculumState
 
 
 class CurriculumCallback(L.Callback):
@@ -41,12 +41,11 @@ class CurriculumCallback(L.Callback):
         if self.writer is not None:
             return
         datamodule.setup(stage)
-        config = datamodule.curriculum
-        from curriculum.store import StoreReader
-
-        self.driver = CurriculumDriver(load_policy(config.policy, StoreReader(config.store)))
+        # The policy the data module loaded once (from the run's policy.yaml): the driver and
+        # the workers can never read two different versions of the file.
+        self.driver = CurriculumDriver(datamodule.policy)
         self.shared = datamodule.shared_state
-        self._lag_steps = config.lag_steps
+        self._lag_steps = datamodule.wiring.lag_steps
         self.writer = LedgerWriter(self.run_dir, trainer.global_rank)
         stream = datamodule.stream_config
         self._tokens_per_step = stream.batch_size * stream.seq_len * trainer.world_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,26 +73,24 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
     L.seed_everything(config.seed, verbose=False)
+    # The config given is never changed: what the run derives from it goes into copies.
     stream = config.data.stream
-    stream.seed = config.seed if stream.seed == 0 else stream.seed
+    stream = dataclasses.replace(stream, seed=config.seed if stream.seed == 0 else stream.seed)
     if datamodule is None:
         datamodule = CurriculumDataModule(config.data.shards, stream=stream,
                                           curriculum=config.data.curriculum,
                                           num_workers=config.data.num_workers, run_dir=str(run_dir),
-                                          snapshot_every_n_steps=config.data.snapshot_every_n_steps)
+                                          snapshot_every_n_steps=config.data.snapshot_every_n_steps,
+                                          resuming=ckpt_path is not None)
     all_callbacks: list[L.Callback] = [ProbeLossCallback(config.trainer.probe_every_n_steps),
                                        ExactLoaderStateCallback(), *callbacks]
     if getattr(datamodule, "curriculum", None) is not None:
-        from policies import resolve_policy_path
-
-        # The run directory keeps a copy of the policy it trained under.
-        policy_path = resolve_policy_path(datamodule.curriculum.policy)
-        (run_dir / "policy.yaml").write_text(policy_path.read_text())
+        # The data module copies the policy into RUN/policy.yaml (kept as it is on resume).
         all_callbacks.append(CurriculumCallback(str(run_dir)))
     if config.data.attribution is not None:
         settings = config.data.attribution
         if not settings.store and config.data.curriculum is not None:
-            settings.store = config.data.curriculum.store
+            settings = dataclasses.replace(settings, store=config.data.curriculum.store)
         all_callbacks.append(AttributionCallback(settings))
     module = CurriculumLM(config.model, config.optim, config.trainer.max_steps)
     tokenizer = make_tokenizer(stream.tokenizer)

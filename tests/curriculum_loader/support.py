@@ -10,12 +10,13 @@ import lightning as L
 from train.config import FitConfig, load_fit_config
 
 POLICY = str(Path(__file__).resolve().parents[1] / "fixtures" / "short_values_first.yaml")
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def tiny_config(corpus: Path, store: Path, run_dir: Path, *extra: str,
                 policy: str = POLICY) -> FitConfig:
     """A 1-layer GPT on 4 x 64-token batches, 2 workers, the short values-first policy."""
-    return load_fit_config("configs/demo.yaml", [
+    return load_fit_config(DEMO_CONFIG, [
         f"data.shards={corpus}", f"run_dir={run_dir}", "trainer.max_steps=40",
         "trainer.probe_every_n_steps=10", "trainer.checkpoint_every_n_steps=0",
         "trainer.log_every_n_steps=1", "data.num_workers=2", "data.probe_docs=8",
