@@ -18,8 +18,9 @@ from policies.schema import COMMON_KEYS, PolicySpec, check_behaviors, parse_comm
 from policies.scores import ScoreSource
 from policies.yamlsource import load_yaml
 
-#: Where the built-in policy files live (``configs/policies`` of the repository).
-BUILTIN_POLICY_DIR = Path(__file__).resolve().parent.parent / "configs" / "policies"
+#: Where the built-in policy files live: package data of :mod:`policies.builtin`, so a wheel
+#: installed anywhere has them.
+BUILTIN_POLICY_DIR = Path(__file__).resolve().parent / "builtin"
 
 
 @register_policy("staged")
@@ -28,7 +29,7 @@ def _staged(context: PolicyContext) -> Policy:
 
 
 def builtin_policy_names() -> tuple[str, ...]:
-    """Names of the policy files shipped in ``configs/policies``."""
+    """Names of the policy files shipped in ``policies/builtin``."""
     if not BUILTIN_POLICY_DIR.is_dir():
         return ()
     return tuple(sorted(p.stem for p in BUILTIN_POLICY_DIR.glob("*.yaml")))
