@@ -42,6 +42,11 @@ from loaders.world import World
 class CurriculumStream(PackedTextStream):
     """A :class:`PackedTextStream` whose documents pass through a curriculum policy."""
 
+    #: Where the store and policy are may change (a run resumed from another directory): the
+    #: store checks itself against the corpus, and a resumed run trains under its own
+    #: ``policy.yaml``.
+    relocatable_keys = ("store", "policy")
+
     def __init__(self, manifest: ShardManifest, config: StreamConfig | None = None,
                  curriculum: CurriculumStreamConfig | None = None, rank: int = 0,
                  world_size: int = 1, wiring: StageWiring | None = None) -> None:

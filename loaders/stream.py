@@ -57,6 +57,10 @@ class StreamConfig:
 class PackedTextStream(IterableDataset):
     """Yields packed batches (see :mod:`loaders.packing`) from WebDataset tar shards."""
 
+    #: Settings recorded with the state that may differ on resume (paths, spelled relative to
+    #: another directory or moved); everything else must match.
+    relocatable_keys: tuple[str, ...] = ()
+
     def __init__(self, manifest: ShardManifest, config: StreamConfig | None = None,
                  rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
@@ -150,7 +154,8 @@ class PackedTextStream(IterableDataset):
         """Resume from :meth:`state_dict` at the next ``__iter__``."""
         saved = state.get("config")
         if saved is not None:
-            changed = sorted(k for k, v in self._config_record.items() if saved.get(k, v) != v)
+            changed = sorted(k for k, v in self._config_record.items()
+                             if saved.get(k, v) != v and k not in self.relocatable_keys)
             if changed:
                 raise ValueError(f"loader state was saved with a different stream config ({changed})")
         self._resume = from_checkpointable({k: v for k, v in state.items() if k != "config"})

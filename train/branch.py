@@ -37,11 +37,12 @@ import numpy as np
 import torch
 
 from curriculum.shards.manifest import manifest_for
-from curriculum.typed_config import apply_overrides, from_mapping, load_yaml, to_mapping
+from curriculum.typed_config import apply_overrides, from_mapping, to_mapping
 from loaders.mix import MixedDataModule, MixSource
 from train.config import FitConfig
 from train.early_checkpoints import list_early_checkpoints, sidecar_path
 from train.fit import run_fit
+from train.run_config import load_run_config
 
 LR_SCHEDULES = ("continue", "restart-warmup")
 DEFAULT_LR_SCHEDULE = "continue"
@@ -283,7 +284,8 @@ def read_lineage(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _parent_config(parent_run: Path) -> FitConfig:
-    return from_mapping(FitConfig, load_yaml(parent_run / "config.yaml"))
+    # Paths in it resolve against the parent run directory, so this works from any directory.
+    return load_run_config(parent_run)
 
 
 def _check_output(branch_dir: Path, parent_run: Path, overwrite: bool) -> None:

@@ -24,6 +24,7 @@ from train.early_checkpoints import EarlyCheckpointCallback
 from train.loader_state import ExactLoaderStateCallback
 from train.module import CurriculumLM
 from train.probes import load_probe_batches
+from train.run_config import RUN_CONFIG_NAME, recorded_config
 
 
 def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -70,8 +71,11 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     if not config.data.shards:
         raise ValueError("data.shards is empty: name a corpus directory or shard pattern")
     run_dir = Path(config.run_dir)
+    ckpt_path = resolve_checkpoint(run_dir, ckpt_path)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
+    # Recorded with absolute paths, so the run directory means the same from any directory.
+    (run_dir / RUN_CONFIG_NAME).write_text(
+        yaml.safe_dump(to_mapping(recorded_config(config)), sort_keys=False))
     L.seed_everything(config.seed, verbose=False)
     # The config given is never changed: what the run derives from it goes into copies.
     stream = config.data.stream
@@ -103,6 +107,28 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
         warnings.filterwarnings("ignore", message=".*set_vital.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return run_dir
+
+
+def resolve_checkpoint(run_dir: Path, ckpt_path: str | None) -> str | None:
+    """The checkpoint to resume from: a path as given, or ``"last"`` (as Lightning's
+    ``ckpt_path="last"``): the run's newest checkpoint (:func:`latest_checkpoint`); ``"last"``
+    in a run without checkpoints starts from scratch, with a warning."""
+    if ckpt_path != "last":
+        return ckpt_path
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        warnings.warn(f"{run_dir}: no checkpoint to resume from ('last'); training from scratch",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return str(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run under ``RUN/checkpoints/`` (periodic, ``last.ckpt`` or
+    early ones), by modification time; ``None`` when there is none."""
+    found = sorted((p.stat().st_mtime_ns, p.name == "last.ckpt", str(p))
+                   for p in (Path(run_dir) / "checkpoints").rglob("*.ckpt"))
+    return Path(found[-1][2]) if found else None
 
 
 def read_probe_losses(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from train.config import load_fit_config
-from train.fit import read_probe_losses, run_fit
+from curriculum.cli import UserError
+from curriculum.typed_config import apply_overrides, from_mapping, to_mapping
+from train.config import FitConfig, load_fit_config
+from train.fit import latest_checkpoint, read_probe_losses, run_fit
+from train.run_config import RUN_CONFIG_NAME, load_run_config
 
 HELP = "Train a model on a shard stream from a YAML config (trainer/model/data/optim sections)."
 
@@ -16,13 +20,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. "
                         "--set trainer.max_steps=100 (repeatable)")
-    parser.add_argument("--ckpt", default=None, help="resume from this checkpoint")
+    parser.add_argument("--ckpt", default=None,
+                        help="resume from this checkpoint, or 'last': the run's newest one")
+    parser.add_argument("--resume", default=None, metavar="RUN",
+                        help="continue the run in RUN from its newest checkpoint, under its "
+                        "recorded config.yaml (--set still applies)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Fit and print the run directory and the probe losses at the first and last step."""
-    config = load_fit_config(args.config, args.overrides)
-    run_dir = run_fit(config, ckpt_path=args.ckpt)
+    ckpt = args.ckpt
+    if args.resume is not None:
+        if args.config is not None:
+            raise UserError("--resume RUN uses the run's own config.yaml: leave out --config")
+        run_dir = Path(args.resume)
+        if not (run_dir / RUN_CONFIG_NAME).is_file():
+            raise UserError(f"{run_dir}: not a run directory (no {RUN_CONFIG_NAME})")
+        config = load_run_config(run_dir)
+        if args.overrides:
+            config = from_mapping(FitConfig, apply_overrides(to_mapping(config), args.overrides))
+        if ckpt is None:
+            if latest_checkpoint(run_dir) is None:
+                raise UserError(f"{run_dir}: the run has no checkpoint to resume from")
+            ckpt = "last"
+    else:
+        config = load_fit_config(args.config, args.overrides)
+    run_dir = run_fit(config, ckpt_path=ckpt)
     print_probe_summary(run_dir)
     print(f"run directory: {run_dir.resolve()}")
     return 0
