@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curriculum.batch import StreamBatch
 from curriculum.ledger import FateRecorder
 from curriculum.shards.documents import Document, Skipped, decode_text, read_sample, usable_text
 from loaders.packing import Packer
@@ -156,7 +157,7 @@ class CurriculumReader:
         else:
             state.packer.add(tokens, row, weight)
 
-    def stamp(self, batch: dict[str, Any]) -> None:
+    def stamp(self, batch: StreamBatch) -> None:
         """Attach the fates recorded since the last batch and count the batch."""
         batch["fates"] = self.state.fates.take()
         self.state.batches += 1

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from curriculum.batch import StreamBatch
 from curriculum.shards.manifest import ShardManifest
 from loaders.checkpointable import to_checkpointable
 from loaders.curriculum_reader import CurriculumReader
@@ -75,7 +76,7 @@ class CurriculumStream(PackedTextStream):
         return [int(s) for s in self._shard_rank]
 
     # -- the reader ---------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[StreamBatch]:
         world = World.detect(self.rank, self.world_size)
         resume = self._resume or {}
         reader = CurriculumReader(self, world, make_tokenizer(self.config.tokenizer), resume)

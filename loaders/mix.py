@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from curriculum.batch import StreamBatch
 from curriculum.shards.documents import Document
 from curriculum.shards.manifest import ShardManifest, manifest_for
 from loaders.checkpointable import from_checkpointable, to_checkpointable
@@ -130,7 +131,7 @@ class MixedTextStream(IterableDataset):
             self._draws += 1
             yield choice, document
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[StreamBatch]:
         world = World.detect(self.rank, self.world_size)
         tokenizer = make_tokenizer(self.config.tokenizer)
         packer = Packer(self.config.batch_size, self.config.seq_len, tokenizer.eos_id,

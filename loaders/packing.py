@@ -7,18 +7,13 @@ Two modes:
   every token enters the inputs exactly once and the labels exactly once (shifted by one), so no
   token is lost or duplicated across sequence boundaries.
 - ``pad``: one document per sequence (split into chunks of T+1 tokens when longer), padded with
-  end-of-text and label -100. Every example then belongs to one row, which per-example
+  end-of-text and label ``IGNORE_INDEX``. Every example then belongs to one row, which per-example
   attribution needs.
 
-A batch is a dict of numpy arrays (tensors are made in the training process by
-:func:`batch_to_tensors`: passing many small tensors out of DataLoader workers costs a
-shared-memory file each, which dominated the loader's time):
-
-- ``input_ids`` (B, T) int64;
-- ``labels`` (B, T) int64, -100 where ignored;
-- ``loss_weight`` (B, T) float32, the weight of each label token's document;
-- ``token_rows`` (B, T) int64, the row of each label token, -1 on padding;
-- ``rows`` (B, R) int64, the distinct rows of each sequence, -1 padded.
+A batch is a :class:`curriculum.batch.StreamBatch` of numpy arrays (tensors are made in the
+training process by :func:`batch_to_tensors`: passing many small tensors out of DataLoader
+workers costs a shared-memory file each, which dominated the loader's time); its keys and
+shapes are documented in :mod:`curriculum.batch`.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from curriculum.batch import IGNORE_INDEX, StreamBatch
 
 
 @dataclass
@@ -96,7 +91,7 @@ class Packer:
         # One extra token is needed: the label of the last input position.
         return self._buffered_tokens >= self.batch_size * self.seq_len + 1
 
-    def pop(self) -> dict[str, Any]:
+    def pop(self) -> StreamBatch:
         """Cut the next batch; call only when :meth:`ready`."""
         return self._cut_padded() if self.mode == "pad" else self._cut_concat()
 
@@ -104,8 +99,8 @@ class Packer:
         """Whether anything is buffered."""
         return bool(self.state.pending_sequences) or self._buffered_tokens > 0
 
-    def pop_partial(self) -> dict[str, Any]:
-        """At the end of the data: the buffered remainder as one batch, padded (label -100), so
+    def pop_partial(self) -> StreamBatch:
+        """At the end of the data: the buffered remainder as one batch, padded (IGNORE_INDEX), so
         no buffered token is lost. An empty buffer gives an all-padding batch."""
         shape = (self.batch_size, self.seq_len)
         if self.mode == "pad":
@@ -141,7 +136,7 @@ class Packer:
         weights = np.repeat(np.array(state.weights, dtype=np.float32), state.lengths)
         return tokens, rows, weights
 
-    def _cut_concat(self) -> dict[str, Any]:
+    def _cut_concat(self) -> StreamBatch:
         n = self.batch_size * self.seq_len
         state = self.state
         tokens, rows, weights = self._buffered()
@@ -160,7 +155,7 @@ class Packer:
             weights[1:n + 1].reshape(shape), rows[1:n + 1].reshape(shape),
         )
 
-    def _cut_padded(self) -> dict[str, Any]:
+    def _cut_padded(self) -> StreamBatch:
         sequences = self.state.pending_sequences[: self.batch_size]
         del self.state.pending_sequences[: self.batch_size]
         shape = (self.batch_size, self.seq_len)
@@ -210,9 +205,9 @@ class Packer:
         self._buffered_tokens = 0
 
 
-def pack_batches(packer: Packer, feed: Iterable[object], stamp: Callable[[dict[str, Any]], None],
+def pack_batches(packer: Packer, feed: Iterable[object], stamp: Callable[[StreamBatch], None],
                  *, after_batch: Callable[[], None] | None = None,
-                 flush: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+                 flush: Callable[[], bool] = lambda: False) -> Iterator[StreamBatch]:
     """The packing loop every stream shares: cut batches as the feed fills the packer.
 
     ``feed`` adds documents to ``packer`` and yields whenever a batch may be ready; every ready
@@ -235,7 +230,7 @@ def pack_batches(packer: Packer, feed: Iterable[object], stamp: Callable[[dict[s
 
 
 def make_batch(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-               token_rows: np.ndarray) -> dict[str, Any]:
+               token_rows: np.ndarray) -> StreamBatch:
     """Assemble the batch dict (see module docstring), with ``rows`` derived from ``token_rows``:
     the distinct rows >= 0 of each sequence in ascending order, padded with -1 to the largest
     count in the batch (at least one column)."""
@@ -258,7 +253,7 @@ def make_batch(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
     }
 
 
-def batch_to_tensors(batch: dict[str, Any]) -> dict[str, Any]:
+def batch_to_tensors(batch: StreamBatch) -> StreamBatch:
     """The same batch with numpy arrays and numbers turned into tensors (zero-copy)."""
     return {k: torch.from_numpy(v) if isinstance(v, np.ndarray)
             else torch.tensor(v) if isinstance(v, (int, float)) else v

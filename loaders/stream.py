@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from curriculum.batch import StreamBatch
 from curriculum.shards.documents import Document, SkipCounter, Skipped, iter_documents
 from curriculum.shards.manifest import ShardManifest
 from loaders.checkpointable import from_checkpointable, to_checkpointable
@@ -128,7 +129,7 @@ class PackedTextStream(IterableDataset):
             if isinstance(item, Document):
                 yield item
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[StreamBatch]:
         world = World.detect(self.rank, self.world_size)
         tokenizer = make_tokenizer(self.config.tokenizer)
         packer = Packer(self.config.batch_size, self.config.seq_len, tokenizer.eos_id,
@@ -168,7 +169,7 @@ class SkippedRowsStamp:
         self.total = total
         self.before = total()
 
-    def __call__(self, batch: dict[str, Any]) -> None:
+    def __call__(self, batch: StreamBatch) -> None:
         now = self.total()
         batch["skipped_rows"] = now - self.before
         self.before = now

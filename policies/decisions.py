@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Codes of :attr:`DecisionBatch.kind`.
-EMIT, DEFER, DROP = 0, 1, 2
-KIND_NAMES: tuple[str, str, str] = ("emit", "defer", "drop")
+from curriculum.ledger.records import Fate
+
+#: Codes of :attr:`DecisionBatch.kind`: the ledger's fate codes, one numbering for both.
+EMIT, DEFER, DROP = int(Fate.EMIT), int(Fate.DEFER), int(Fate.DROP)
+KIND_NAMES: dict[int, str] = {EMIT: "emit", DEFER: "defer", DROP: "drop"}
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,8 @@ class DecisionBatch:
 
     def counts(self) -> dict[str, int]:
         """Number of documents per kind: ``{"emit": ..., "defer": ..., "drop": ...}``."""
-        binned = np.bincount(self.kind, minlength=3)
-        return {name: int(binned[code]) for code, name in enumerate(KIND_NAMES)}
+        binned = np.bincount(self.kind, minlength=max(KIND_NAMES) + 1)
+        return {name: int(binned[code]) for code, name in KIND_NAMES.items()}
 
     def rule_counts(self) -> Counter[str]:
         """How many documents each rule decided (for logs: why did the curriculum do this)."""
@@ -153,7 +155,7 @@ class DecisionBatch:
                        decisions: Sequence[Decision]) -> DecisionBatch:
         """Pack single decisions into a batch (used by policies without a vectorised path)."""
         n = len(decisions)
-        kind = np.zeros(n, np.uint8)
+        kind = np.full(n, EMIT, np.uint8)
         weight = np.zeros(n, np.float64)
         priority = np.zeros(n, np.float64)
         until_stage = np.full(n, -1, np.int64)

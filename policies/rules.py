@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from policies.decisions import DEFER, DROP, DecisionBatch, Defer, Drop, Emit
+from policies.decisions import DEFER, DROP, EMIT, DecisionBatch, Defer, Drop, Emit
 from policies.expressions import (
     Expression,
     batch_truth,
@@ -151,7 +151,7 @@ class CompiledStage:
         n = len(rows)
         weight = np.ones(n)
         priority = np.zeros(n)
-        kind = np.zeros(n, np.uint8)
+        kind = np.full(n, EMIT, np.uint8)
         until_stage = np.full(n, -1, np.int64)
         until_step = np.full(n, -1, np.int64)
         undecided = np.ones(n, bool)

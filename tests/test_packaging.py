@@ -9,6 +9,7 @@ and previews ``values_first`` there from a directory that holds no ``configs/``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -23,8 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy, so the build leaves nothing (build/, *.egg-info) in the checkout.
+    source = out / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("curriculum", "loaders", "policies", "train"):
+        shutil.copytree(ROOT / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--quiet", "--wheel-dir", str(out), str(ROOT)], check=True, cwd=out,
+                    "--quiet", "--wheel-dir", str(out), str(source)], check=True, cwd=out,
                    capture_output=True)
     (path,) = out.glob("curriculum_loader-*.whl")
     return path

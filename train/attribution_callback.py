@@ -26,6 +26,7 @@ import numpy as np
 import torch.distributed as dist
 
 from curriculum.attribution import AttributionConfig, InRunAttributor
+from curriculum.batch import IGNORE_INDEX
 
 
 @dataclass
@@ -56,7 +57,7 @@ def row_scores(scores: np.ndarray, token_rows: np.ndarray, labels: np.ndarray) -
     """Per-document scores from per-sequence scores (B, K): each sequence's score split over its
     documents by their share of its labelled tokens. Returns (rows, scores)."""
     out_rows, out_scores = [], []
-    valid = labels != -100
+    valid = labels != IGNORE_INDEX
     for index in range(scores.shape[0]):
         rows = token_rows[index][valid[index] & (token_rows[index] >= 0)]
         if rows.size == 0:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loaders.packing import IGNORE_INDEX
+from curriculum.batch import IGNORE_INDEX
 from train.config import ModelConfig, OptimConfig
 from train.model import GPT
 from train.probes import ProbeBatches, mean_token_loss

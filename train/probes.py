@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from loaders.packing import IGNORE_INDEX
+from curriculum.batch import IGNORE_INDEX
 from loaders.stream import encode
 from loaders.tokenize import Tokenizer
 

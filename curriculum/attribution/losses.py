@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
-"""Label of positions without a loss (padding, ignored tokens)."""
+from curriculum.batch import IGNORE_INDEX  # the one definition (re-exported from here)
 
 Batch = Mapping[str, torch.Tensor]
 """``input_ids`` (B, T) long, ``labels`` (B, T) long, optional ``loss_weight`` (B, T) float."""

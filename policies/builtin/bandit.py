@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.decisions import DecisionBatch, Emit
+from policies.decisions import EMIT, DecisionBatch, Emit
 from policies.policy import BasePolicy
 from policies.registry import PolicyContext, register_policy
 from policies.schema import PolicySpec
@@ -154,6 +154,6 @@ class BanditPolicy(BasePolicy):
         priority = np.where(arm >= 0, weight - 1.0, 0.0)
         labels = (*self._labels, "bandit (not an arm)")
         return DecisionBatch(
-            np.asarray(scores.rows, np.int64), np.zeros(n, np.uint8), weight, priority,
+            np.asarray(scores.rows, np.int64), np.full(n, EMIT, np.uint8), weight, priority,
             np.full(n, -1, np.int64), np.full(n, -1, np.int64),
             [labels[a] for a in arm.tolist()], [""] * n, [()] * n)
