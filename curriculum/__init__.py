@@ -8,97 +8,84 @@ lazily (PEP 562), so ``import curriculum`` is cheap and the implementation packa
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-#: Public name -> module that defines it.
+#: Public name -> module that defines it: what the README's examples use. Everything else is
+#: importable from its own module (e.g. ``from train.model import GPT``) but not promised here.
 _EXPORTS: dict[str, str] = {
-    # corpora
-    "BEHAVIORS": "curriculum.synth",
-    "generate_documents": "curriculum.synth",
-    "read_labels": "curriculum.synth",
+    # corpora and shards
     "write_synthetic_corpus": "curriculum.synth",
-    # shards and loading
-    "ManifestError": "curriculum.shards.manifest",
-    "ShardManifest": "curriculum.shards.manifest",
-    "expand_shard_spec": "curriculum.shards.manifest",
-    "manifest_for": "curriculum.shards.manifest",
     "convert_to_shards": "curriculum.shards.writer",
-    "write_shards": "curriculum.shards.writer",
-    "Packer": "loaders.packing",
-    "batch_to_tensors": "loaders.packing",
-    "PackedTextStream": "loaders.stream",
-    "StreamConfig": "loaders.stream",
-    "CurriculumDataModule": "loaders.datamodule",
-    "stream_loader": "loaders.datamodule",
-    "ByteTokenizer": "loaders.tokenize",
-    "HFTokenizer": "loaders.tokenize",
-    "make_tokenizer": "loaders.tokenize",
-    # training
-    "GPT": "train.model",
-    "GPTConfig": "train.model",
-    "CurriculumLM": "train.module",
-    "ProbeLossCallback": "train.callbacks",
-    "DataConfig": "train.config",
-    "FitConfig": "train.config",
-    "ModelConfig": "train.config",
-    "OptimConfig": "train.config",
-    "TrainerConfig": "train.config",
-    "load_fit_config": "train.config",
-    "read_probe_losses": "train.fit",
-    "run_fit": "train.fit",
+    "manifest_for": "curriculum.shards.manifest",
     # behavior store
-    **{name: "curriculum.store" for name in (
-        "BehaviorStore", "StoreReader", "StoreError", "build_store", "HashedNgramEmbedder",
-        "make_embedder", "KnnEstimator")},
-    **{name: "train.embedders" for name in (
-        "GPTHiddenStateEmbedder", "HFHiddenStateEmbedder", "SentenceTransformerEmbedder")},
+    "BehaviorStore": "curriculum.store",
+    "build_store": "curriculum.store",
     # policies
     **{name: "policies" for name in (
-        "CurriculumState", "Emit", "Defer", "Drop", "Decision", "DecisionBatch", "Policy",
-        "BasePolicy", "StagedPolicy", "PolicyRunner", "PolicyError", "PolicySpec", "StageSpec",
-        "load_policy", "load_policy_text", "register_policy", "registered_policies",
-        "builtin_policy_names", "StageTracker", "StageTransition", "CurriculumDriver",
-        "DocumentScores", "ScoreBatch", "StoreScores", "PercentileTable", "preview_policy",
-        "plot_preview", "PreviewResult")},
-    # ledger
-    **{name: "curriculum.ledger" for name in (
-        "Fate", "FateBatch", "FateRecorder", "LedgerWriter", "LedgerRecord", "LedgerCheck",
-        "LedgerSummary", "LedgerMeta", "LedgerError", "read_ledger", "load_ledger",
-        "check_ledger", "summarize_ledger", "write_ledger_meta", "read_ledger_meta")},
-    # online attribution
-    **{name: "curriculum.attribution" for name in (
-        "InRunAttributor", "AttributionConfig", "ScoreResult", "UncoveredParametersWarning",
-        "GradientFeatureProjector", "GradientFeatureConfig", "GradientFeatureEmbedder",
-        "per_example_token_loss", "mean_token_probe_loss", "adam_preconditioner",
-        "spearman_correlation")},
-    "AttributionCallback": "train.attribution_callback",
-    "AttributionSettings": "train.attribution_callback",
-    # branching and synthetic data
-    **{name: "train.early_checkpoints" for name in (
-        "EarlyCheckpointConfig", "EarlyCheckpointCallback", "EarlyCheckpoint",
-        "list_early_checkpoints")},
-    **{name: "train.branch" for name in (
-        "BranchConfig", "BranchError", "run_branch", "prepare_branch", "read_lineage",
-        "load_checkpoint", "LR_SCHEDULES")},
-    **{name: "train.sweep" for name in ("run_sweep", "SweepResult", "SweepRow")},
-    **{name: "loaders.mix" for name in ("MixedTextStream", "MixSource", "MixedDataModule")},
-    **{name: "curriculum.lm_generator" for name in (
-        "LMGeneratorConfig", "SamplingConfig", "generate_lm_documents", "write_lm_corpus",
-        "DEFAULT_PROMPTS", "load_prompts")},
-    **{name: "curriculum.synthetic_sources" for name in ("SyntheticOptions", "resolve_data_spec")},
-    **{name: "curriculum.store" for name in (
-        "ShardSummaries", "Embedder", "load_embedder", "read_probe_sets", "choose_index_factory")},
-    # the curriculum loader
-    "CurriculumStream": "loaders.curriculum_stream",
-    "CurriculumStreamConfig": "loaders.policy_stage",
-    "SharedCurriculumState": "loaders.shared_state",
+        "BasePolicy", "CurriculumDriver", "CurriculumState", "Defer", "Drop", "Emit",
+        "PolicyRunner", "load_policy", "preview_policy", "register_policy")},
+    # the loader and training
+    "CurriculumDataModule": "loaders.datamodule",
+    "StreamConfig": "loaders.stream",
+    "CurriculumLM": "train.module",
     "CurriculumCallback": "train.curriculum_callback",
     "ExactLoaderStateCallback": "train.loader_state",
+    "ProbeLossCallback": "train.callbacks",
+    "FitConfig": "train.config",
+    "load_fit_config": "train.config",
+    "run_fit": "train.fit",
+    # ledger and attribution
+    **{name: "curriculum.ledger" for name in ("Fate", "check_ledger", "read_ledger")},
+    "InRunAttributor": "curriculum.attribution",
+    # branching and synthetic data
+    "list_early_checkpoints": "train.early_checkpoints",
+    "run_branch": "train.branch",
+    "LMGeneratorConfig": "curriculum.lm_generator",
+    "write_lm_corpus": "curriculum.lm_generator",
 }
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time names load lazily
+    from curriculum.attribution import InRunAttributor
+    from curriculum.ledger import Fate, check_ledger, read_ledger
+    from curriculum.lm_generator import LMGeneratorConfig, write_lm_corpus
+    from curriculum.shards.manifest import manifest_for
+    from curriculum.shards.writer import convert_to_shards
+    from curriculum.store import BehaviorStore, build_store
+    from curriculum.synth import write_synthetic_corpus
+    from loaders.datamodule import CurriculumDataModule
+    from loaders.stream import StreamConfig
+    from policies import (
+        BasePolicy,
+        CurriculumDriver,
+        CurriculumState,
+        Defer,
+        Drop,
+        Emit,
+        PolicyRunner,
+        load_policy,
+        preview_policy,
+        register_policy,
+    )
+    from train.branch import run_branch
+    from train.callbacks import ProbeLossCallback
+    from train.config import FitConfig, load_fit_config
+    from train.curriculum_callback import CurriculumCallback
+    from train.early_checkpoints import list_early_checkpoints
+    from train.fit import run_fit
+    from train.loader_state import ExactLoaderStateCallback
+    from train.module import CurriculumLM
+
+__all__ = [  # the same names as _EXPORTS (a test checks), spelled out for tools
+    "BasePolicy", "BehaviorStore", "CurriculumCallback", "CurriculumDataModule",
+    "CurriculumDriver", "CurriculumLM", "CurriculumState", "Defer", "Drop", "Emit",
+    "ExactLoaderStateCallback", "Fate", "FitConfig", "InRunAttributor", "LMGeneratorConfig",
+    "PolicyRunner", "ProbeLossCallback", "StreamConfig", "build_store", "check_ledger",
+    "convert_to_shards", "list_early_checkpoints", "load_fit_config", "load_policy",
+    "manifest_for", "preview_policy", "read_ledger", "register_policy", "run_branch", "run_fit",
+    "write_lm_corpus", "write_synthetic_corpus",
+]
 
 
 def __getattr__(name: str) -> Any:
