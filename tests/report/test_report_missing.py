@@ -1,0 +1,53 @@
+"""Runs lacking parts still render and say what is missing; a directory that is not a run is
+refused with one line (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from curriculum.report import build_report
+from train.sweep import SweepRow, write_table
+
+
+def test_a_run_without_policy_ledger_or_attribution_renders(report_runs, tmp_path) -> None:
+    result = build_report([report_runs.plain], out=tmp_path / "report")
+    page = result.index.read_text()
+    for said in ("no policy.yaml", "no ledger", "no attribution", "no labels given"):
+        assert said in page, said
+    assert result.figures["probe_loss"].image is not None
+    assert result.figures["stream_mix"].image is None
+    assert (result.out_dir / "probe_loss.png").is_file()
+
+
+def test_a_run_without_attribution_says_so(report_runs, tmp_path) -> None:
+    result = build_report([report_runs.policy_only], out=tmp_path / "report")
+    notes = result.runs[0].notes
+    assert "no attribution" in notes["attribution"] and "data.attribution off" in notes["attribution"]
+    assert result.figures["attribution_scores"].image is None
+    assert result.figures["stream_mix"].image is not None
+    assert "no top documents" in result.index.read_text()
+
+
+def test_not_a_run_directory_is_one_line_and_exit_2(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    for path in (tmp_path / "empty", tmp_path / "absent"):
+        result = subprocess.run([sys.executable, "-m", "curriculum", "report", str(path)],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"curriculum report: error: {path}")
+
+
+def test_cli_with_a_sweep_directory_and_a_run(report_runs, tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    write_table([SweepRow(8, "values", 16, 5.1, 4.2, 4.4)], sweep / "sweep.csv")
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "curriculum", "report", str(report_runs.plain),
+                             str(sweep), "--out", str(out), "--quiet"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"report: {(out / 'index.html').resolve()}"
+    page = (out / "index.html").read_text()
+    assert "Sweep 1" in page and "4.2" in page
