@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -228,28 +228,23 @@ def write_run(run: Path, store: Path, manifest: ShardManifest, num_events: int,
     return written
 
 
-def timed(command: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS of the child in MiB, last output line) of one child process.
-
-    ``ru_maxrss`` of RUSAGE_CHILDREN is the largest child so far, so the commands run in
-    increasing order of expected memory, or in separate processes of this script."""
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if result.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    lines = (result.stdout.strip() or result.stderr.strip()).splitlines()
-    return wall, peak, lines[-1] if lines else ""
-
-
 def measure(command: list[str]) -> tuple[float, float, str]:
-    """:func:`timed` in a fresh interpreter, so its peak RSS is this command's own."""
-    code = ("import json, sys; sys.path.insert(0, %r); from report_scale import timed; "
-            "print(json.dumps(timed(%r)))" % (str(Path(__file__).parent), command))
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    wall, peak, last = json.loads(output.stdout.strip().splitlines()[-1])
-    return wall, peak, last
+    """(wall seconds, peak RSS in MiB, last output line) of one child process.
+
+    ``os.wait4`` gives the resource usage of this child alone, so each command's peak is its
+    own, whatever ran before it. Output goes to a temporary file (no pipe to drain)."""
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        wall = time.perf_counter() - started
+        output.seek(0)
+        text = output.read()
+    if child.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed ({child.returncode}):\n{text[-2000:]}")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return wall, usage.ru_maxrss / 1024, lines[-1] if lines else ""
 
 
 def main() -> None:
@@ -275,14 +270,14 @@ def main() -> None:
     base_wall, base_rss, base_line = measure(
         [*pin, sys.executable, "-m", "curriculum", "ledger", str(run), "--check", "--summary"])
     wall, rss, line = measure([*pin, sys.executable, "-m", "curriculum", "report", str(run),
-                               "--out", str(out)])
+                               "--out", str(out), "--quiet"])
     print(f"baseline  ledger --check --summary: {base_wall:6.1f} s  peak RSS {base_rss:7.0f} MiB")
     print(f"report                            : {wall:6.1f} s  peak RSS {rss:7.0f} MiB  "
           f"({wall / base_wall:.2f}x the baseline's time, {rss / base_rss:.2f}x its memory)")
     print(f"targets: under 60 s ({'met' if wall < 60 else 'NOT met'}), under 2048 MiB "
           f"({'met' if rss < 2048 else 'NOT met'}); on {min(len(cores), 2)} cores")
+    print(f"baseline's last line: {base_line}")
     print(f"report's last line: {line}")
-    del base_line
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from train.callbacks import ProbeLossCallback
 from train.config import FitConfig
 from train.curriculum_callback import CurriculumCallback
 from train.early_checkpoints import EarlyCheckpointCallback
-from train.loggers import build_loggers
 from train.loader_state import ExactLoaderStateCallback
+from train.loggers import build_loggers
 from train.module import CurriculumLM
 from train.probes import load_probe_batches
 

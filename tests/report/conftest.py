@@ -37,7 +37,8 @@ class ReportRuns:
 
 
 def tiny_overrides(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
-    """A 1-layer GPT on 4 x 64-token batches for 24 steps, probes every 6 steps."""
+    """A 1-layer GPT on 4 x 64-token batches for 24 steps (the policy's stage change takes
+    effect at step 20), probes every 6 steps."""
     return [f"data.shards={corpus}", f"run_dir={run_dir}", "trainer.max_steps=24",
             "trainer.probe_every_n_steps=6", "trainer.checkpoint_every_n_steps=0",
             "trainer.log_every_n_steps=1", "data.num_workers=1", "data.probe_docs=8",
@@ -66,6 +67,7 @@ def report_runs(tmp_path_factory: pytest.TempPathFactory) -> ReportRuns:
     ):
         runs[name] = run_fit(load_fit_config(config, tiny_overrides(
             corpus, root / name, curriculum.format(policy=POLICY, store=stores[name]), *extra)))
-    runs["plain"] = run_fit(load_fit_config(config, tiny_overrides(corpus, root / "plain")))
+    runs["plain"] = run_fit(load_fit_config(config, tiny_overrides(corpus, root / "plain",
+                                                                   "trainer.max_steps=8")))
     return ReportRuns(corpus, synth.labels_path, runs["attributed"], stores["attributed"],
                       runs["policy_only"], stores["policy_only"], runs["plain"])

@@ -3,9 +3,9 @@ refused with one line (exit 2)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import pytest
 
+from curriculum.cli import main
 from curriculum.report import build_report
 from train.sweep import SweepRow, write_table
 
@@ -29,25 +29,23 @@ def test_a_run_without_attribution_says_so(report_runs, tmp_path) -> None:
     assert "no top documents" in result.index.read_text()
 
 
-def test_not_a_run_directory_is_one_line_and_exit_2(tmp_path) -> None:
+def test_not_a_run_directory_is_one_line_and_exit_2(tmp_path, capsys: pytest.CaptureFixture
+                                                      ) -> None:
     (tmp_path / "empty").mkdir()
     for path in (tmp_path / "empty", tmp_path / "absent"):
-        result = subprocess.run([sys.executable, "-m", "curriculum", "report", str(path)],
-                                capture_output=True, text=True, check=False)
-        assert result.returncode == 2
-        lines = result.stderr.strip().splitlines()
+        assert main(["report", str(path), "--quiet"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"curriculum report: error: {path}")
+    assert "not a run directory" in str(lines) or "no such directory" in str(lines)
 
 
-def test_cli_with_a_sweep_directory_and_a_run(report_runs, tmp_path) -> None:
+def test_cli_with_a_sweep_directory_and_a_run(report_runs, tmp_path,
+                                              capsys: pytest.CaptureFixture) -> None:
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     write_table([SweepRow(8, "values", 16, 5.1, 4.2, 4.4)], sweep / "sweep.csv")
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "curriculum", "report", str(report_runs.plain),
-                             str(sweep), "--out", str(out), "--quiet"],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"report: {(out / 'index.html').resolve()}"
+    assert main(["report", str(report_runs.plain), str(sweep), "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {(out / 'index.html').resolve()}"
     page = (out / "index.html").read_text()
     assert "Sweep 1" in page and "4.2" in page
