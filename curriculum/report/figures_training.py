@@ -145,6 +145,16 @@ def spool_figure(runs: list[RunData], out: Path) -> Figure:
                   write_csv(out, name, ("run", "step_end", "documents_waiting"), rows))
 
 
+def _weight_classes(values: np.ndarray, most: int = 12) -> tuple[np.ndarray, list[str]]:
+    """Left edges and labels of the bars: one per distinct weight, or ``most`` equal ranges when
+    the weights are continuous (a policy that sets weights from a score)."""
+    if len(values) <= most:
+        return values, [f"{v:g}" for v in values.tolist()]
+    edges = np.linspace(values[0], values[-1], most + 1)[:-1]
+    step = edges[1] - edges[0]
+    return edges, [f"{lo:.2g}-{lo + step:.2g}" for lo in edges.tolist()]
+
+
 def loss_weight_figure(runs: list[RunData], out: Path) -> Figure:
     """Distribution of the emitted documents' loss weights, per stage."""
     name, title = "loss_weights", "Loss weights per stage"
@@ -160,21 +170,23 @@ def loss_weight_figure(runs: list[RunData], out: Path) -> Figure:
     rows = []
     width = 0.8 / len(with_ledger)
     for ax, stage in zip(axes, stages, strict=True):
-        values = sorted({float(v) for _, run in with_ledger
-                         for v in run.ledger.weights.get(stage, (np.zeros(0),))[0]})
+        empty = (np.zeros(0), np.zeros(0, np.int64))
+        values = np.unique(np.concatenate([run.ledger.weights.get(stage, empty)[0]
+                                           for _, run in with_ledger]))
+        edges, labels = _weight_classes(values)
         for slot, (index, run) in enumerate(with_ledger):
-            weights, counts = run.ledger.weights.get(stage, (np.zeros(0), np.zeros(0, np.int64)))
-            lookup = dict(zip(weights.tolist(), counts.tolist(), strict=True))
-            total = max(1, int(counts.sum()))
-            shares = [lookup.get(v, 0) / total for v in values]
-            ax.bar(np.arange(len(values)) + slot * width, shares, width, color=run_color(index),
+            weights, counts = run.ledger.weights.get(stage, empty)
+            per_class = np.bincount(np.searchsorted(edges, weights, side="right") - 1,
+                                    weights=counts, minlength=len(labels))[:len(labels)]
+            shares = per_class / max(1, int(counts.sum()))
+            ax.bar(np.arange(len(labels)) + slot * width, shares, width, color=run_color(index),
                    label=run.info.name)
-            rows += [(run.info.name, stage, v, lookup.get(v, 0)) for v in values]
+            rows += [(run.info.name, stage, label, int(n))
+                     for label, n in zip(labels, per_class.tolist(), strict=True)]
         names = with_ledger[0][1].info.stage_names()
         label = names.get(int(stage), stage) if stage.isdigit() else stage
         ax.set_title(f"stage {stage}: {label}" if label != stage else f"stage {stage}", fontsize=9)
-        ax.set_xticks(np.arange(len(values)) + width * (len(with_ledger) - 1) / 2,
-                      [f"{v:g}" for v in values], fontsize=7)
+        ax.set_xticks(np.arange(len(labels)) + width * (len(with_ledger) - 1) / 2, labels, fontsize=7)
         ax.set_xlabel("loss weight", fontsize=8)
         ax.set_ylabel("share of emitted", fontsize=8)
     axes[0].legend(fontsize=7)

@@ -3,6 +3,9 @@ refused with one line (exit 2)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from curriculum.cli import main
@@ -27,6 +30,17 @@ def test_a_run_without_attribution_says_so(report_runs, tmp_path) -> None:
     assert result.figures["attribution_scores"].image is None
     assert result.figures["stream_mix"].image is not None
     assert "no top documents" in result.index.read_text()
+
+
+def test_a_branch_shows_its_lineage(report_runs, tmp_path) -> None:
+    branch = tmp_path / "branch"
+    shutil.copytree(report_runs.plain, branch)
+    lineage = {"parent_run": str(report_runs.attributed), "branch_step": 12,
+               "data": "synthetic:aligned", "lr_schedule": "continue", "with_optimizer": True}
+    (branch / "lineage.json").write_text(json.dumps(lineage))
+    page = build_report([branch], out=tmp_path / "report").index.read_text()
+    assert "Lineage of branch" in page and "synthetic:aligned" in page
+    assert str(report_runs.attributed) in page
 
 
 def test_not_a_run_directory_is_one_line_and_exit_2(tmp_path, capsys: pytest.CaptureFixture

@@ -90,3 +90,23 @@ def test_top_documents_are_the_largest_measured_sums(report_runs, tmp_path) -> N
     keys = {line["key"]: line["text"] for line in lines}
     labels = {r["key"]: r for r in _csv(report_runs.labels)}
     assert set(keys) <= set(labels)  # keys read back from the shards are the corpus's keys
+
+
+def test_loss_weight_shares_add_up_to_the_ledger(report_runs, tmp_path) -> None:
+    result = build_report([report_runs.attributed], labels=report_runs.labels, out=tmp_path / "r")
+    summary = summarize_ledger(report_runs.attributed, behavior_of_row=report_runs.labels)
+    per_stage = defaultdict(int)
+    weight_sum = defaultdict(float)
+    for line in _csv(result.out_dir / "loss_weights.csv"):
+        per_stage[line["stage"]] += int(line["emitted"])
+        weight_sum[line["stage"]] += float(line["loss_weight"]) * int(line["emitted"])
+    expected = defaultdict(int)
+    expected_weight = defaultdict(float)
+    for row in summary.rows:
+        expected[row.stage] += row.emitted
+        expected_weight[row.stage] += row.emitted_weight
+    assert dict(per_stage) == {s: n for s, n in expected.items() if n}
+    for stage, total in weight_sum.items():
+        assert np.isclose(total, expected_weight[stage], rtol=1e-5)
+    assert any(float(line["loss_weight"]) > 1 for line in _csv(result.out_dir / "loss_weights.csv")
+               if int(line["emitted"]))  # the policy upweighted some values documents
