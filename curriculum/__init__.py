@@ -95,6 +95,9 @@ _EXPORTS: dict[str, str] = {
     "SharedCurriculumState": "loaders.shared_state",
     "CurriculumCallback": "train.curriculum_callback",
     "ExactLoaderStateCallback": "train.loader_state",
+    # the report, and loggers beside the CSV logger
+    **{name: "curriculum.report" for name in ("build_report", "ReportResult", "ReportError")},
+    "LoggerConfig": "train.loggers",
 }
 
 __all__ = sorted(_EXPORTS)
