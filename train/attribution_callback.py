@@ -161,3 +161,15 @@ class AttributionCallback(L.Callback):
             self.store.refresh_estimates()
         if self.attributor is not None:
             self.attributor.close()
+        self._close_store()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Give up the store's writer lock also when training stopped with an error."""
+        self._close_store()
+
+    def _close_store(self) -> None:
+        # The writer lock is a flock on the store: held on, it would refuse the next run in the
+        # same process (the demo trains two policies on one store).
+        if self.store is not None:
+            self.store.close()
+            self.store = None

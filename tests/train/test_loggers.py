@@ -16,6 +16,17 @@ from train.loggers import LoggerConfig, build_loggers
 POLICY = str(Path(__file__).resolve().parents[1] / "fixtures" / "short_values_first.yaml")
 
 
+def _tiny(corpus, run_dir: Path, store: Path, steps: int = 8) -> list[str]:
+    """A 1-layer GPT under the short values-first policy with attribution into ``store``."""
+    return [f"data.shards={corpus.out_dir}", f"run_dir={run_dir}", f"trainer.max_steps={steps}",
+            "trainer.probe_every_n_steps=4", "trainer.checkpoint_every_n_steps=0",
+            "trainer.log_every_n_steps=1", "data.num_workers=1", "data.probe_docs=8",
+            "model.gpt.n_layer=1", "model.gpt.n_embd=32", "model.gpt.n_head=2",
+            "data.stream.seq_len=32", "data.stream.batch_size=4",
+            f"data.curriculum={{policy: {POLICY}, store: {store}}}",
+            "data.attribution={every_n_steps: 2, probe_refresh_steps: 4, estimate_every_n_steps: 0}"]
+
+
 def test_tensorboard_and_class_path_loggers_receive_probe_stage_and_attribution(small_corpus,
                                                                                tmp_path) -> None:
     pytest.importorskip("tensorboard", reason="the tensorboard extra is part of dev")
@@ -24,13 +35,7 @@ def test_tensorboard_and_class_path_loggers_receive_probe_stage_and_attribution(
     store = tmp_path / "store"
     build_store(str(small_corpus.out_dir), small_corpus.probes_dir, store)
     run_dir = run_fit(load_fit_config("configs/demo.yaml", [
-        f"data.shards={small_corpus.out_dir}", f"run_dir={tmp_path / 'run'}", "trainer.max_steps=8",
-        "trainer.probe_every_n_steps=4", "trainer.checkpoint_every_n_steps=0",
-        "trainer.log_every_n_steps=1", "data.num_workers=1", "data.probe_docs=8",
-        "model.gpt.n_layer=1", "model.gpt.n_embd=32", "model.gpt.n_head=2",
-        "data.stream.seq_len=32", "data.stream.batch_size=4",
-        f"data.curriculum={{policy: {POLICY}, store: {store}}}",
-        "data.attribution={every_n_steps: 2, probe_refresh_steps: 4, estimate_every_n_steps: 0}",
+        *_tiny(small_corpus, tmp_path / "run", store),
         "trainer.tensorboard=true",
         f"trainer.loggers=[{{class_path: lightning.pytorch.loggers.CSVLogger, "
         f"init_args: {{save_dir: {tmp_path / 'extra'}, name: '', version: ''}}}}]",
@@ -49,6 +54,10 @@ def test_tensorboard_and_class_path_loggers_receive_probe_stage_and_attribution(
     assert steps == [0, 4, 8]
     fractions = [event.value for event in accumulator.Scalars("attribution/measured_fraction")]
     assert 0 < fractions[-1] <= 1 and fractions == sorted(fractions)
+    # The first fit gave up the store's writer lock: a second one in this process may write.
+    second = run_fit(load_fit_config("configs/demo.yaml", _tiny(small_corpus, tmp_path / "second",
+                                                                store, steps=4)))
+    assert (second / "metrics.csv").is_file()
 
 
 def test_a_class_path_that_is_not_a_logger_is_refused(tmp_path) -> None:
