@@ -44,12 +44,16 @@ _EXPORTS: dict[str, str] = {
     "run_branch": "train.branch",
     "LMGeneratorConfig": "curriculum.lm_generator",
     "write_lm_corpus": "curriculum.lm_generator",
+    # the report, and loggers beside the CSV logger
+    **{name: "curriculum.report" for name in ("build_report", "ReportResult", "ReportError")},
+    "LoggerConfig": "train.loggers",
 }
 
 if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time names load lazily
     from curriculum.attribution import InRunAttributor
     from curriculum.ledger import Fate, check_ledger, read_ledger
     from curriculum.lm_generator import LMGeneratorConfig, write_lm_corpus
+    from curriculum.report import ReportError, ReportResult, build_report
     from curriculum.shards.manifest import manifest_for
     from curriculum.shards.writer import convert_to_shards
     from curriculum.store import BehaviorStore, build_store
@@ -75,6 +79,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time names load
     from train.early_checkpoints import list_early_checkpoints
     from train.fit import run_fit
     from train.loader_state import ExactLoaderStateCallback
+    from train.loggers import LoggerConfig
     from train.module import CurriculumLM
 
 __all__ = [  # the same names as _EXPORTS (a test checks), spelled out for tools
@@ -85,6 +90,7 @@ __all__ = [  # the same names as _EXPORTS (a test checks), spelled out for tools
     "convert_to_shards", "list_early_checkpoints", "load_fit_config", "load_policy",
     "manifest_for", "preview_policy", "read_ledger", "register_policy", "run_branch", "run_fit",
     "write_lm_corpus", "write_synthetic_corpus",
+    "build_report", "ReportResult", "ReportError", "LoggerConfig",
 ]
 
 

@@ -84,6 +84,7 @@ class AttributionCallback(L.Callback):
         self._last_refresh = -1
         self._batch: Any = None
         self.measured_rows = 0
+        self._measured: np.ndarray | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Open the store (writer on local rank 0) and attach the attributor."""
@@ -96,6 +97,9 @@ class AttributionCallback(L.Callback):
             raise ValueError(f"{self.settings.store}: no probe set for behaviors {missing}")
         if trainer.local_rank == 0:
             self.store = BehaviorStore.open(self.settings.store)
+        # Rows measured in the store for some behavior, so far (earlier runs on it included), for
+        # the attribution/measured_fraction metric.
+        self._measured = reader.is_measured(np.arange(reader.num_rows)).any(axis=1)
         self.attributor = InRunAttributor(pl_module.model, optimizer=trainer.optimizers[0],
                                           config=self.settings.attributor)
 
@@ -138,6 +142,10 @@ class AttributionCallback(L.Callback):
             self.measured_rows += len(all_rows)
         pl_module.log("attribution/mean_score", float(np.mean(scores)) if scores.size else 0.0,
                       on_step=True)
+        if self._measured is not None and self._measured.size:
+            for rows_of_rank, _ in gathered:
+                self._measured[rows_of_rank] = True
+            pl_module.log("attribution/measured_fraction", float(self._measured.mean()), on_step=True)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -154,3 +162,15 @@ class AttributionCallback(L.Callback):
             self.store.refresh_estimates()
         if self.attributor is not None:
             self.attributor.close()
+        self._close_store()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Give up the store's writer lock also when training stopped with an error."""
+        self._close_store()
+
+    def _close_store(self) -> None:
+        # The writer lock is a flock on the store: held on, it would refuse the next run in the
+        # same process (the demo trains two policies on one store).
+        if self.store is not None:
+            self.store.close()
+            self.store = None

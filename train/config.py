@@ -10,6 +10,7 @@ from loaders.policy_stage import CurriculumStreamConfig
 from loaders.stream import StreamConfig
 from train.attribution_callback import AttributionSettings
 from train.early_checkpoints import EarlyCheckpointConfig
+from train.loggers import LoggerConfig
 from train.model import GPTConfig
 
 
@@ -94,6 +95,11 @@ class TrainerConfig:
     """How often probe losses are evaluated and logged."""
     early_checkpoints: EarlyCheckpointConfig | None = None
     """Dense-early checkpoints with sidecars for branching (``None`` disables; ``{}`` = defaults)."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (event files in ``RUN/tensorboard``); needs the ``tensorboard``
+    extra. The CSV logger (``metrics.csv``) is always on."""
+    loggers: list[LoggerConfig] = field(default_factory=list)
+    """More Lightning loggers by class path (``[{class_path: ..., init_args: {...}}]``)."""
 
 
 @dataclass

@@ -11,7 +11,6 @@ from pathlib import Path
 import lightning as L
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from curriculum.typed_config import to_mapping
 from loaders.datamodule import CurriculumDataModule
@@ -22,6 +21,7 @@ from train.config import FitConfig
 from train.curriculum_callback import CurriculumCallback
 from train.early_checkpoints import EarlyCheckpointCallback
 from train.loader_state import ExactLoaderStateCallback
+from train.loggers import build_loggers
 from train.module import CurriculumLM
 from train.probes import load_probe_batches
 from train.run_config import RUN_CONFIG_NAME, recorded_config
@@ -46,7 +46,7 @@ def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback])
         num_nodes=trainer_config.num_nodes,
         strategy=trainer_config.strategy,
         precision=trainer_config.precision,
-        logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+        logger=build_loggers(run_dir, trainer_config.tensorboard, trainer_config.loggers),
         callbacks=callbacks,
         log_every_n_steps=trainer_config.log_every_n_steps,
         gradient_clip_val=config.optim.grad_clip or None,

@@ -93,4 +93,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     for policy, run_dir in runs.items():
         print(f"run directory ({policy}): {run_dir.resolve()}")
+    from curriculum.report import build_report
+
+    report = build_report(list(runs.values()), labels=corpus / "labels.csv", out=out / "demo" / "report")
+    print(f"report of both runs: {report.index}")
     return 0
