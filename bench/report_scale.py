@@ -43,7 +43,7 @@ from curriculum.store.meta import (
     StoreMeta,
 )
 from curriculum.store.tables import create_table
-from loaders.manifest import ShardManifest, key_hash
+from curriculum.shards.manifest import ShardManifest, key_hash
 
 BEHAVIORS = ("deception", "neutral", "situational_awareness", "values")
 REASONS = ("filter: deception>=0.8", "filter: near-duplicate", "filter: too short")
