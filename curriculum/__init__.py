@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "LMGeneratorConfig": "curriculum.lm_generator",
     "write_lm_corpus": "curriculum.lm_generator",
     # the report, and loggers beside the CSV logger
-    **{name: "curriculum.report" for name in ("build_report", "ReportResult", "ReportError")},
+    "build_report": "curriculum.report",
     "LoggerConfig": "train.loggers",
 }
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time names load
     from curriculum.attribution import InRunAttributor
     from curriculum.ledger import Fate, check_ledger, read_ledger
     from curriculum.lm_generator import LMGeneratorConfig, write_lm_corpus
-    from curriculum.report import ReportError, ReportResult, build_report
+    from curriculum.report import build_report
     from curriculum.shards.manifest import manifest_for
     from curriculum.shards.writer import convert_to_shards
     from curriculum.store import BehaviorStore, build_store
@@ -83,14 +83,13 @@ if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time names load
     from train.module import CurriculumLM
 
 __all__ = [  # the same names as _EXPORTS (a test checks), spelled out for tools
-    "BasePolicy", "BehaviorStore", "CurriculumCallback", "CurriculumDataModule",
-    "CurriculumDriver", "CurriculumLM", "CurriculumState", "Defer", "Drop", "Emit",
-    "ExactLoaderStateCallback", "Fate", "FitConfig", "InRunAttributor", "LMGeneratorConfig",
-    "PolicyRunner", "ProbeLossCallback", "StreamConfig", "build_store", "check_ledger",
-    "convert_to_shards", "list_early_checkpoints", "load_fit_config", "load_policy",
-    "manifest_for", "preview_policy", "read_ledger", "register_policy", "run_branch", "run_fit",
-    "write_lm_corpus", "write_synthetic_corpus",
-    "build_report", "ReportResult", "ReportError", "LoggerConfig",
+    "BasePolicy", "BehaviorStore", "CurriculumCallback", "CurriculumDataModule", "CurriculumDriver",
+    "CurriculumLM", "CurriculumState", "Defer", "Drop", "Emit", "ExactLoaderStateCallback", "Fate",
+    "FitConfig", "InRunAttributor", "LMGeneratorConfig", "LoggerConfig", "PolicyRunner",
+    "ProbeLossCallback", "StreamConfig", "build_report", "build_store", "check_ledger",
+    "convert_to_shards", "list_early_checkpoints", "load_fit_config", "load_policy", "manifest_for",
+    "preview_policy", "read_ledger", "register_policy", "run_branch", "run_fit", "write_lm_corpus",
+    "write_synthetic_corpus",
 ]
 
 
