@@ -15,7 +15,7 @@ from collections.abc import Sequence
 #: Subcommands in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "demo", "synth", "shard", "index", "store", "fit", "resume", "sweep", "preview", "ledger",
-    "report",
+    "report", "curate",
 )
 
 
