@@ -63,7 +63,10 @@ class OpenAIJudge:
         self._client: Any = None
         self._semaphore: asyncio.Semaphore | None = None
         self.requests_sent = 0
-        """Requests that reached the server (for reports)."""
+        """Requests answered by the server (for reports)."""
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most requests that were in flight at once (never above ``concurrency``)."""
 
     @property
     def identity(self) -> str:
@@ -131,8 +134,13 @@ class OpenAIJudge:
         if logprobs:
             arguments.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
         async with self._semaphore:
-            response = await self._with_retries(
-                lambda: client.chat.completions.create(**arguments))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                response = await self._with_retries(
+                    lambda: client.chat.completions.create(**arguments))
+            finally:
+                self.in_flight -= 1
             self.requests_sent += 1
         return response
 

@@ -43,7 +43,7 @@ def build_tiny_lm(out_dir: str | Path, answers: str = "numbers", seed: int = 0) 
     tokenizer.save_pretrained(out)
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(vocab_list), n_positions=512, n_embd=32, n_layer=2,
+    config = GPT2Config(vocab_size=len(vocab_list), n_positions=2048, n_embd=32, n_layer=2,
                         n_head=2, bos_token_id=vocab["[EOS]"], eos_token_id=vocab["[EOS]"],
                         pad_token_id=vocab["[PAD]"])
     model = GPT2LMHeadModel(config).eval()
