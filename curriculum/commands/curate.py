@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests an unreadable answer gets before it is unscored")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="documents per batch for hf: and probe: judges")
+    parser.add_argument("--max-revision-tokens", type=int, default=None,
+                        help="cap on a revision's tokens (default: about 1.5x the document)")
     parser.add_argument("--max-docs", type=int, default=10_000,
                         help="documents per output shard, at most")
 
@@ -52,7 +54,8 @@ def _judge(args: argparse.Namespace):
 
     return make_judge(args.judge, model=args.judge_model, concurrency=args.concurrency,
                       timeout_s=args.timeout_s, max_retries=args.max_retries,
-                      score_attempts=args.score_attempts, batch_size=args.batch_size)
+                      score_attempts=args.score_attempts, batch_size=args.batch_size,
+                      max_revision_tokens=args.max_revision_tokens)
 
 
 def _sampled(args: argparse.Namespace, principles, judge, manifest):

@@ -107,12 +107,13 @@ class Judge(Protocol):
 
 def make_judge(spec: str, *, model: str | None = None, concurrency: int = 16,
                timeout_s: float = 60.0, max_retries: int = 4, score_attempts: int = 3,
-               batch_size: int | None = None) -> Judge:
+               batch_size: int | None = None, max_revision_tokens: int | None = None) -> Judge:
     """Build the judge named by ``spec`` (``openai:URL``, ``hf:DIR``, ``probe:STORE``).
 
     ``model`` names the served model (``openai:`` only); ``concurrency`` bounds requests in
     flight; ``timeout_s`` and ``max_retries`` (with exponential backoff) apply per request;
-    ``score_attempts`` is how many requests an unreadable answer gets before it is unscored.
+    ``score_attempts`` is how many requests an unreadable answer gets before it is unscored;
+    ``max_revision_tokens`` caps a revision's length (default: about 1.5x its source).
     """
     kind, _, target = spec.partition(":")
     if not target:
@@ -121,11 +122,13 @@ def make_judge(spec: str, *, model: str | None = None, concurrency: int = 16,
         from curriculum.curation.openai_judge import OpenAIJudge
 
         return OpenAIJudge(target, model=model, concurrency=concurrency, timeout_s=timeout_s,
-                           max_retries=max_retries, score_attempts=score_attempts)
+                           max_retries=max_retries, score_attempts=score_attempts,
+                           max_revision_tokens=max_revision_tokens)
     if kind == "hf":
         from curriculum.curation.hf_judge import HFJudge
 
-        return HFJudge(target, batch_size=batch_size or 8)
+        return HFJudge(target, batch_size=batch_size or 8,
+                       max_revision_tokens=max_revision_tokens or 256)
     if kind == "probe":
         from curriculum.curation.probe_judge import ProbeJudge
 

@@ -42,7 +42,7 @@ class OpenAIJudge:
     def __init__(self, base_url: str, model: str | None = None, concurrency: int = 16,
                  timeout_s: float = 60.0, max_retries: int = 4, score_attempts: int = 3,
                  backoff_s: float = 0.25, max_backoff_s: float = 8.0,
-                 use_logprobs: bool = True) -> None:
+                 use_logprobs: bool = True, max_revision_tokens: int | None = None) -> None:
         try:
             import openai
         except ImportError as error:
@@ -59,6 +59,7 @@ class OpenAIJudge:
         self.backoff_s = float(backoff_s)
         self.max_backoff_s = float(max_backoff_s)
         self.use_logprobs = use_logprobs
+        self.max_revision_tokens = max_revision_tokens
         self._openai = openai
         self._client: Any = None
         self._semaphore: asyncio.Semaphore | None = None
@@ -70,7 +71,9 @@ class OpenAIJudge:
 
     @property
     def identity(self) -> str:
-        return f"openai:{self.base_url} model={self.model}"
+        budget = "" if self.max_revision_tokens is None else \
+            f" max_revision_tokens={self.max_revision_tokens}"  # changes revisions: in the key
+        return f"openai:{self.base_url} model={self.model}{budget}"
 
     @property
     def cacheable(self) -> bool:
@@ -176,7 +179,10 @@ class OpenAIJudge:
 
     async def _revise_one(self, item: JudgeItem) -> JudgeReply:
         prompt = item.principle.revision_request(item.text)
-        response = await self._chat(prompt, _revision_max_tokens(item.text), 0.0, None, False)
+        budget = _revision_max_tokens(item.text)
+        if self.max_revision_tokens is not None:
+            budget = min(budget, self.max_revision_tokens)
+        response = await self._chat(prompt, budget, 0.0, None, False)
         usage = getattr(response, "usage", None)
         text = (response.choices[0].message.content or "").strip() if response.choices else ""
         return JudgeReply(None, "" if text else "empty revision", "", text,

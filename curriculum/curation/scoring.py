@@ -48,8 +48,9 @@ def parse_score(text: str) -> Reading:
     """The first number in ``text`` if it lies in 0-100; otherwise an unreadable reading."""
     match = _NUMBER.search(text or "")
     if match is None:
-        shown = " ".join((text or "").split())[:40]
-        return Reading(None, reason=f"no number in the answer {shown!r}")
+        # The answer itself stays with the reply (and the cache), not in the reason: reasons
+        # are counted, so they must not vary with every answer.
+        return Reading(None, reason="no number in the answer")
     value = float(match.group(0))
     if not MIN_SCORE <= value <= MAX_SCORE:
         return Reading(None, reason=f"number {match.group(0)} is outside 0-100")

@@ -51,9 +51,9 @@ def curation_store(curation_corpus: SynthResult) -> Path:
 
 @pytest.fixture(scope="session")
 def small_llm_corpus(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
-    """24 short synthetic documents in 2 shards, for the (slow) LLM judges."""
+    """12 short synthetic documents in 2 shards, for the (slow) LLM judges."""
     out = tmp_path_factory.mktemp("llm") / "corpus"
-    return write_synthetic_corpus(out, num_docs=24, num_shards=2, seed=3,
+    return write_synthetic_corpus(out, num_docs=12, num_shards=2, seed=3,
                                   probe_docs_per_behavior=4)
 
 
