@@ -16,6 +16,7 @@ reason.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -87,9 +88,17 @@ class OpenAIJudge:
         if self._client is None:
             self._client = self._openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"),
-                timeout=self.timeout_s, max_retries=0)
+                timeout=self.timeout_s, max_retries=0, http_client=self._http_client())
             self._semaphore = asyncio.Semaphore(self.concurrency)
         return self._client
+
+    def _http_client(self) -> Any:
+        # The aiohttp transport (openai[aiohttp]) keeps up with many requests in flight; the
+        # default httpx pool rescans every connection per request and tops out near 100/s.
+        try:
+            return self._openai.DefaultAioHttpClient(timeout=self.timeout_s)
+        except (AttributeError, RuntimeError, ImportError):
+            return None
 
     async def resolve_model(self) -> str:
         """The model name: the one given, else the server's only model (else JudgeError)."""
@@ -140,19 +149,36 @@ class OpenAIJudge:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
+                # client.post is the official client's generic request (the same retries,
+                # errors and transport as chat.completions.create) without building typed
+                # request and response models, which cost more than the request itself.
                 response = await self._with_retries(
-                    lambda: client.chat.completions.create(**arguments))
+                    lambda: client.post("/chat/completions", body=arguments, cast_to=object))
             finally:
                 self.in_flight -= 1
             self.requests_sent += 1
         return response
 
     @staticmethod
-    def _alternatives(choice: Any) -> list[tuple[str, list[tuple[str, float]]]] | None:
-        content = getattr(getattr(choice, "logprobs", None), "content", None)
+    def _alternatives(choice: dict[str, Any]) -> list[tuple[str, list[tuple[str, float]]]] | None:
+        content = (choice.get("logprobs") or {}).get("content")
         if not content:
             return None
-        return [(t.token, [(a.token, a.logprob) for a in (t.top_logprobs or [])]) for t in content]
+        return [(t.get("token", ""), [(a.get("token", ""), float(a.get("logprob", -math.inf)))
+                                      for a in (t.get("top_logprobs") or [])])
+                for t in content]
+
+    @staticmethod
+    def _parts(response: Any) -> tuple[dict[str, Any] | None, str, int, int]:
+        """(first choice, its text, prompt tokens, completion tokens) of a JSON response."""
+        if not isinstance(response, dict):
+            return None, "", 0, 0
+        usage = response.get("usage") or {}
+        choices = response.get("choices") or []
+        choice = choices[0] if choices and isinstance(choices[0], dict) else None
+        text = ((choice or {}).get("message") or {}).get("content") or ""
+        return choice, str(text), int(usage.get("prompt_tokens") or 0), \
+            int(usage.get("completion_tokens") or 0)
 
     async def _assess_one(self, item: JudgeItem) -> JudgeReply:
         prompt = item.principle.assessment_prompt(item.text)
@@ -164,11 +190,9 @@ class OpenAIJudge:
             response = await self._chat(prompt, ASSESS_MAX_TOKENS,
                                         0.0 if greedy else RETRY_TEMPERATURE,
                                         None if greedy else attempt, self.use_logprobs)
-            usage = getattr(response, "usage", None)
-            prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
-            completion_tokens += getattr(usage, "completion_tokens", 0) or 0
-            choice = response.choices[0] if response.choices else None
-            answer = (choice.message.content or "") if choice is not None else ""
+            choice, answer, used_prompt, used_completion = self._parts(response)
+            prompt_tokens += used_prompt
+            completion_tokens += used_completion
             reading = read_score(answer, self._alternatives(choice) if choice else None)
             if reading.ok:
                 return JudgeReply(reading.score, "", reading.method, answer, prompt_tokens,
@@ -183,11 +207,10 @@ class OpenAIJudge:
         if self.max_revision_tokens is not None:
             budget = min(budget, self.max_revision_tokens)
         response = await self._chat(prompt, budget, 0.0, None, False)
-        usage = getattr(response, "usage", None)
-        text = (response.choices[0].message.content or "").strip() if response.choices else ""
-        return JudgeReply(None, "" if text else "empty revision", "", text,
-                          getattr(usage, "prompt_tokens", 0) or 0,
-                          getattr(usage, "completion_tokens", 0) or 0)
+        _, text, prompt_tokens, completion_tokens = self._parts(response)
+        text = text.strip()
+        return JudgeReply(None, "" if text else "empty revision", "", text, prompt_tokens,
+                          completion_tokens)
 
     async def assess(self, items: Sequence[JudgeItem]) -> list[JudgeReply]:
         await self.resolve_model()
