@@ -118,12 +118,24 @@ async def _reassess(judge: CachedJudge, principles: Sequence[Principle],
                              f"{principle.revise_threshold:g}"
 
 
+async def _assess_all(judge: CachedJudge, principles: Sequence[Principle],
+                      usable: Sequence[InputDocument]) -> list[JudgeReply]:
+    """Replies in (document, principle) order; a judge with ``assess_rows`` (the probe judge)
+    answers whole columns at once, without an item per request."""
+    fast = getattr(judge.judge, "assess_rows", None)
+    if fast is not None and judge.cache is None and all(d.row >= 0 for d in usable):
+        rows = [d.row for d in usable]
+        columns = [fast(p, rows) for p in principles]
+        return [reply for per_doc in zip(*columns, strict=True) for reply in per_doc]
+    items = [JudgeItem(p, d.text or "", d.row) for d in usable for p in principles]
+    return await judge.assess(items) if items else []
+
+
 async def decide_chunk(judge: CachedJudge, principles: Sequence[Principle],
                        documents: Sequence[InputDocument]) -> list[Outcome]:
     """The outcome of every document of a chunk, in order (see the module docstring)."""
     usable = [d for d in documents if d.text is not None]
-    items = [JudgeItem(p, d.text or "", d.row) for d in usable for p in principles]
-    replies = await judge.assess(items) if items else []
+    replies = await _assess_all(judge, principles, usable) if usable else []
     by_row: dict[int, Outcome] = {}
     pending: list[tuple[Outcome, list[Principle]]] = []
     width = len(principles)

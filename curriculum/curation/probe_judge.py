@@ -100,6 +100,13 @@ class ProbeJudge:
             out[fresh] = self.store.text_affinity([items[i].text for i in fresh])[:, column]
         return out
 
+    def assess_rows(self, principle: Principle, rows: Sequence[int]) -> list[JudgeReply]:
+        """Replies for stored rows (the fast path: one vectorised read, shared replies for
+        equal scores are fine since replies are immutable)."""
+        column = self._column(principle)
+        affinity = self.store.affinity(np.asarray(rows, np.int64))[:, column]
+        return [JudgeReply(score, "", "probe") for score in self.scores(principle, affinity).tolist()]
+
     def assess_sync(self, items: Sequence[JudgeItem]) -> list[JudgeReply]:
         """Replies for ``items`` (vectorised per principle)."""
         replies: list[JudgeReply | None] = [None] * len(items)
@@ -114,24 +121,39 @@ class ProbeJudge:
                 replies[i] = JudgeReply(score, "", "probe", "", len(items[i].text) // 4, 0)
         return [r for r in replies if r is not None]
 
-    def _revise_one(self, item: JudgeItem) -> JudgeReply:
-        sentences = [s for s in _SENTENCE_END.split(item.text.strip()) if s]
-        if not sentences:
-            return JudgeReply(None, "empty document", "", "")
-        single = [JudgeItem(item.principle, s) for s in sentences]
-        scores = self.scores(item.principle, self._affinity(item.principle, single))
-        keep = scores < item.principle.revise_threshold
-        if keep.all():
-            keep[int(np.argmax(scores))] = False
-        text = " ".join(s for s, k in zip(sentences, keep.tolist(), strict=True) if k)
-        return JudgeReply(None, "" if text else "every sentence scored at or above the revise "
-                                                "threshold", "", text)
+    def revise_sync(self, items: Sequence[JudgeItem]) -> list[JudgeReply]:
+        """Sentence-filtered revisions of ``items`` (every sentence embedded in one batch)."""
+        split = [[s for s in _SENTENCE_END.split(item.text.strip()) if s] for item in items]
+        singles = [JudgeItem(item.principle, sentence)
+                   for item, sentences in zip(items, split, strict=True) for sentence in sentences]
+        by_principle: dict[str, list[int]] = {}
+        for i, single in enumerate(singles):
+            by_principle.setdefault(single.principle.name, []).append(i)
+        scores = np.empty(len(singles), np.float64)
+        for indices in by_principle.values():
+            principle = singles[indices[0]].principle
+            group = [singles[i] for i in indices]
+            scores[indices] = self.scores(principle, self._affinity(principle, group))
+        replies, start = [], 0
+        for item, sentences in zip(items, split, strict=True):
+            mine = scores[start:start + len(sentences)]
+            start += len(sentences)
+            if not sentences:
+                replies.append(JudgeReply(None, "empty document", "", ""))
+                continue
+            keep = mine < item.principle.revise_threshold
+            if keep.all():
+                keep[int(np.argmax(mine))] = False
+            text = " ".join(s for s, k in zip(sentences, keep.tolist(), strict=True) if k)
+            replies.append(JudgeReply(None, "" if text else "every sentence scored at or above "
+                                      "the revise threshold", "", text))
+        return replies
 
     async def assess(self, items: Sequence[JudgeItem]) -> list[JudgeReply]:
         return self.assess_sync(items)
 
     async def revise(self, items: Sequence[JudgeItem]) -> list[JudgeReply]:
-        return [self._revise_one(item) for item in items]
+        return self.revise_sync(items)
 
     async def aclose(self) -> None:
         self.store.close()
