@@ -276,7 +276,7 @@ def main() -> None:
                   f"{http['raw_aiohttp_requests_per_s']:,.0f} req/s (ours/bare "
                   f"{http['ratio_to_raw']:.2f}); {http['scored']:,}/{http['requests']:,} scored")
         if "slow" in sections:
-            report["slow"] = slow = bench_slow(work, 200 if args.quick else 800, 0.1, 32)
+            report["slow"] = slow = bench_slow(work, 200 if args.quick else 400, 0.5, 32)
             print(f"slow judge ({slow['latency_s'] * 1000:.0f} ms/request, {slow['concurrency']} "
                   f"in flight): {slow['requests']:,} requests, wall {slow['wall_s']:.2f} s, "
                   f"server busy {slow['server_busy_s']:.2f} s (wall/busy "

@@ -66,6 +66,10 @@ _EXPORTS: dict[str, str] = {
         "Fate", "FateBatch", "FateRecorder", "LedgerWriter", "LedgerRecord", "LedgerCheck",
         "LedgerSummary", "LedgerMeta", "LedgerError", "read_ledger", "load_ledger",
         "check_ledger", "summarize_ledger", "write_ledger_meta", "read_ledger_meta")},
+    # curation by principles
+    **{name: "curriculum.curation" for name in (
+        "curate", "CurationResult", "Principle", "PrincipleError", "load_principles",
+        "make_judge", "Judge", "JudgeError", "JudgeItem", "JudgeReply")},
     # online attribution
     **{name: "curriculum.attribution" for name in (
         "InRunAttributor", "AttributionConfig", "ScoreResult", "UncoveredParametersWarning",
