@@ -67,12 +67,6 @@ def _sampled(args: argparse.Namespace, principles, judge, manifest):
                                      show_progress=True)
 
 
-def _close(judge) -> None:
-    import asyncio
-
-    asyncio.run(judge.aclose())
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the curation (or the dry run / distillation) and print the counts."""
     from curriculum.cli import UserError
@@ -87,10 +81,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = manifest_for(args.shards)
     judge = _judge(args)
     if args.dry_run or args.distill:
-        try:
-            rows_total, sample = _sampled(args, principles, judge, manifest)
-        finally:
-            _close(judge)
+        rows_total, sample = _sampled(args, principles, judge, manifest)
         if args.dry_run:
             from curriculum.curation.estimate import estimate_cost
 

@@ -50,7 +50,7 @@ def _pick(manifest: ShardManifest, rows: np.ndarray, text_field: str) -> list[In
 def assess_sample(manifest: ShardManifest, rows: np.ndarray, principles: Sequence[Principle],
                   judge: Judge, cache_dir: str | Path | None, show_progress: bool = False,
                   text_field: str = "text") -> SampleAssessment:
-    """Assess ``rows`` against every principle (cached); keeps the judge open."""
+    """Assess ``rows`` against every principle (cached), then close the judge."""
     documents = _pick(manifest, np.asarray(rows, np.int64), text_field)
     cache = ResponseCache(cache_dir) if cache_dir is not None and judge.cacheable else None
     cached = CachedJudge(judge, cache)
@@ -60,29 +60,32 @@ def assess_sample(manifest: ShardManifest, rows: np.ndarray, principles: Sequenc
     started = time.perf_counter()
     try:
         with JudgeLoop() as loop:
-            chunk_size = max(1, judge.batch_size)
-            futures = []
-            for chunk in chunked(iter(documents), chunk_size):
-                items = [JudgeItem(p, d.text, d.row) for d in chunk if d.text is not None
-                         for p in principles]
-                futures.append((chunk, loop.submit(cached.assess(items))))
-            done = 0
-            with tqdm(total=len(documents), desc="assess sample", unit="doc",
-                      disable=not show_progress) as progress:
-                for chunk, future in futures:
-                    replies = iter(future.result())
-                    for document in chunk:
-                        i = done
-                        done += 1
-                        if document.text is None:
-                            reasons[i] = [document.skip_reason] * width
-                            continue
-                        for j in range(width):
-                            reply = next(replies)
-                            if reply.score is not None:
-                                scores[i, j] = reply.score
-                            reasons[i][j] = reply.reason
-                    progress.update(len(chunk))
+            try:
+                chunk_size = max(1, judge.batch_size)
+                futures = []
+                for chunk in chunked(iter(documents), chunk_size):
+                    items = [JudgeItem(p, d.text, d.row) for d in chunk if d.text is not None
+                             for p in principles]
+                    futures.append((chunk, loop.submit(cached.assess(items))))
+                done = 0
+                with tqdm(total=len(documents), desc="assess sample", unit="doc",
+                          disable=not show_progress) as progress:
+                    for chunk, future in futures:
+                        replies = iter(future.result())
+                        for document in chunk:
+                            i = done
+                            done += 1
+                            if document.text is None:
+                                reasons[i] = [document.skip_reason] * width
+                                continue
+                            for j in range(width):
+                                reply = next(replies)
+                                if reply.score is not None:
+                                    scores[i, j] = reply.score
+                                reasons[i][j] = reply.reason
+                        progress.update(len(chunk))
+            finally:
+                loop.run(judge.aclose())  # on the loop its connections were made on
     finally:
         if cache is not None:
             cache.close()

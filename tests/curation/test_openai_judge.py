@@ -110,3 +110,20 @@ def test_server_killed_mid_run_then_resumed(serve, tiny_models, small_llm_corpus
     assert "cached" in resumed.stdout
     assert _outputs(out) == _outputs(reference)  # shards, manifest, ledger, records: same bytes
     assert check_ledger(out).ok
+
+
+def test_dry_run_estimates_cost(serve, tiny_models, small_llm_corpus: SynthResult,
+                                short_principles: Path, tmp_path: Path, capsys) -> None:
+    from curriculum.cli import main
+
+    code = main(["curate", "--shards", str(small_llm_corpus.out_dir), "--principles",
+                 str(short_principles), "--judge", f"openai:{serve.base_url}", "--judge-model",
+                 str(tiny_models["numbers"]), "--out", str(tmp_path / "out"), "--dry-run",
+                 "--sample", "4", "--concurrency", "4"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "dry run on 4 of 12 rows" in printed
+    assert "tokens (" in printed and "requests per document" in printed
+    assert not (tmp_path / "out" / "shards").exists()
+    cached = (tmp_path / "out" / "cache" / "responses.jsonl").read_bytes().count(b"\n")
+    assert cached == 4 * 2  # the real run will reuse these
