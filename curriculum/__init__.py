@@ -46,11 +46,13 @@ _EXPORTS: dict[str, str] = {
     "write_lm_corpus": "curriculum.lm_generator",
     # the report, and loggers beside the CSV logger
     "build_report": "curriculum.report",
+    "curate": "curriculum.curation",
     "LoggerConfig": "train.loggers",
 }
 
 if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time names load lazily
     from curriculum.attribution import InRunAttributor
+    from curriculum.curation import curate
     from curriculum.ledger import Fate, check_ledger, read_ledger
     from curriculum.lm_generator import LMGeneratorConfig, write_lm_corpus
     from curriculum.report import build_report
@@ -87,9 +89,9 @@ __all__ = [  # the same names as _EXPORTS (a test checks), spelled out for tools
     "CurriculumLM", "CurriculumState", "Defer", "Drop", "Emit", "ExactLoaderStateCallback", "Fate",
     "FitConfig", "InRunAttributor", "LMGeneratorConfig", "LoggerConfig", "PolicyRunner",
     "ProbeLossCallback", "StreamConfig", "build_report", "build_store", "check_ledger",
-    "convert_to_shards", "list_early_checkpoints", "load_fit_config", "load_policy", "manifest_for",
-    "preview_policy", "read_ledger", "register_policy", "run_branch", "run_fit", "write_lm_corpus",
-    "write_synthetic_corpus",
+    "convert_to_shards", "curate", "list_early_checkpoints", "load_fit_config", "load_policy",
+    "manifest_for", "preview_policy", "read_ledger", "register_policy", "run_branch", "run_fit",
+    "write_lm_corpus", "write_synthetic_corpus",
 ]
 
 

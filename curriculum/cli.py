@@ -17,7 +17,7 @@ from collections.abc import Sequence
 #: (registration point: a listed name without a module is an error, never silently skipped).
 COMMANDS: tuple[str, ...] = (
     "demo", "synth", "shard", "index", "store", "fit", "resume", "sweep", "preview", "ledger",
-    "report",
+    "report", "curate",
 )
 
 

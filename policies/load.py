@@ -15,7 +15,7 @@ from policies.errors import PolicyError
 from policies.policy import Policy, StagedPolicy
 from policies.registry import PolicyContext, policy_factory, register_policy, registered_policies
 from policies.schema import COMMON_KEYS, PolicySpec, check_behaviors, parse_common, parse_staged
-from policies.scores import ScoreSource
+from policies.scores import ScoreSource, assessed_principles
 from policies.yamlsource import load_yaml
 
 #: Where the built-in policy files live: package data of :mod:`policies.builtin`, so a wheel
@@ -25,7 +25,8 @@ BUILTIN_POLICY_DIR = Path(__file__).resolve().parent / "builtin"
 
 @register_policy("staged")
 def _staged(context: PolicyContext) -> Policy:
-    return StagedPolicy(parse_staged(context.root, context.spec.behaviors))
+    return StagedPolicy(parse_staged(context.root, context.spec.behaviors,
+                                     context.spec.principles))
 
 
 def builtin_policy_names() -> tuple[str, ...]:
@@ -57,22 +58,28 @@ def resolve_policy_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def load_policy(source: str | os.PathLike[str],
-                behaviors: Sequence[str] | ScoreSource) -> Policy:
+                behaviors: Sequence[str] | ScoreSource,
+                principles: Sequence[str] | None = None) -> Policy:
     """Load and validate a policy file (or built-in policy name) for a store's ``behaviors``
-    (a list of names, or the store itself)."""
+    (a list of names, or the store itself). ``principles`` are the curation principles whose
+    ``assess.<p>`` scores rules may read; by default those the store holds assessments of."""
     path = resolve_policy_path(source)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise PolicyError("(file)", f"cannot read {path}: {error}") from None
-    return load_policy_text(text, behaviors, source=str(path))
+    return load_policy_text(text, behaviors, source=str(path), principles=principles)
 
 
 def load_policy_text(text: str, behaviors: Sequence[str] | ScoreSource,
-                     source: str | None = None) -> Policy:
-    """Load and validate policy YAML given as text."""
+                     source: str | None = None,
+                     principles: Sequence[str] | None = None) -> Policy:
+    """Load and validate policy YAML given as text (``principles`` as in :func:`load_policy`)."""
     names = check_behaviors(behaviors.behaviors if hasattr(behaviors, "behaviors")
                             else behaviors)
+    if principles is None:
+        principles = assessed_principles(behaviors)
+    principle_names = check_behaviors(principles)
     document = load_yaml(text, source)
     root = document.root()
     name, policy_type, seed, description = parse_common(root)
@@ -84,7 +91,8 @@ def load_policy_text(text: str, behaviors: Sequence[str] | ScoreSource,
     if policy_type != "staged":
         keys = root.mapping((*COMMON_KEYS, "params"))
         params = keys["params"].value if "params" in keys else {}
-    spec = PolicySpec(name=name, type=policy_type, behaviors=names, seed=seed,
+    spec = PolicySpec(name=name, type=policy_type, behaviors=names,
+                      principles=principle_names, seed=seed,
                       params=params if isinstance(params, dict) else {},
                       description=description, source=source)
     context = PolicyContext(spec, root)

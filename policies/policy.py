@@ -75,7 +75,7 @@ class BasePolicy:
 
     def __init__(self, spec: PolicySpec) -> None:
         self.spec = spec
-        self.layout = ScoreLayout(spec.behaviors)
+        self.layout = ScoreLayout(spec.behaviors, spec.principles)
 
     @property
     def stages(self) -> tuple[StageSpec, ...]:
@@ -84,6 +84,11 @@ class BasePolicy:
     @property
     def percentile_families(self) -> tuple[str, ...]:
         return ()
+
+    @property
+    def reads_assessments(self) -> bool:
+        """Whether a rule reads ``assess.*`` or ``pct.assess.*`` (else they are not loaded)."""
+        return False
 
     @property
     def behaviors(self) -> tuple[str, ...]:
@@ -123,10 +128,15 @@ class StagedPolicy(BasePolicy):
                     if expression is not None:
                         used.update(self.layout.family_of(n) for n in expression.names)
         self._percentiles = tuple(f for f in PERCENTILE_FAMILIES if f in used)
+        self._reads_assessments = bool(used & {"assess", "pct.assess"})
 
     @property
     def percentile_families(self) -> tuple[str, ...]:
         return self._percentiles
+
+    @property
+    def reads_assessments(self) -> bool:
+        return self._reads_assessments
 
     def __reduce__(self) -> tuple[type, tuple[PolicySpec]]:
         # Compiled closures do not pickle; the spec does, and compiling again is cheap. This
@@ -169,7 +179,9 @@ class PolicyRunner:
             raise ValueError(f"policy {policy.spec.name!r} was loaded for behaviors "
                              f"{policy.spec.behaviors}, but the store has {tuple(store.behaviors)}")
         self.policy = policy
-        self.scores = StoreScores(store, policy.percentile_families, tables)
+        reads = getattr(policy, "reads_assessments", False)
+        self.scores = StoreScores(store, policy.percentile_families, tables,
+                                  principles=policy.spec.principles if reads else ())
 
     @property
     def tables(self) -> dict[str, PercentileTable]:

@@ -25,13 +25,14 @@ evaluated); a mistake raises :class:`~policies.errors.PolicyError` with its YAML
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from policies.errors import PolicyError
 from policies.expressions import Expression, ExpressionError, compile_expression
-from policies.scores import FAMILIES, STATE_NAMES, ScoreLayout
+from policies.scores import ASSESS_FAMILIES, FAMILIES, STATE_NAMES, ScoreLayout
 from policies.yamlsource import Located, close_match, describe
 
 #: Keys every policy file may have, whatever its type.
@@ -189,6 +190,9 @@ class PolicySpec:
     behaviors: tuple[str, ...]
     """The store's behaviors, in store order, that names were checked against."""
 
+    principles: tuple[str, ...] = ()
+    """Curation principles the store holds assessments of (``assess.<p>``), in store order."""
+
     seed: int = 0
     """Seed of ``sample`` rules (and of registered policies that draw)."""
 
@@ -223,8 +227,13 @@ def _document_names(layout: ScoreLayout) -> dict[str, None]:
 NameChecker = Callable[[str], "str | None"]
 
 
-def document_name_checker(layout: ScoreLayout, metric_names: Sequence[str]) -> NameChecker:
-    """A ``check_name`` for rule conditions: document scores and step/stage/tokens."""
+def document_name_checker(layout: ScoreLayout, metric_names: Sequence[str],
+                          unassessed: list[str] | None = None) -> NameChecker:
+    """A ``check_name`` for rule conditions: document scores and step/stage/tokens.
+
+    An ``assess.<p>`` name for a principle the store holds no assessments of is a typo when it
+    is close to one it holds (an error); otherwise it is allowed and appended to
+    ``unassessed`` (when given): no document has been assessed for it yet, so it reads NaN."""
     known = _document_names(layout)
     behaviors = layout.behaviors
 
@@ -238,6 +247,18 @@ def document_name_checker(layout: ScoreLayout, metric_names: Sequence[str]) -> N
         if name in ("stage_steps", "stage_tokens"):
             return f"'{name}' is only available in a stage's 'until' condition"
         family = layout.family_of(name)
+        if family in ASSESS_FAMILIES:
+            principle = name[len(family) + 1:]
+            close = close_match(principle, layout.principles)
+            if unassessed is not None and not close and _IDENTIFIER.fullmatch(principle):
+                if principle not in unassessed:
+                    unassessed.append(principle)
+                return None
+            hint = f" (did you mean '{family}.{close}'?)" if close else (
+                f"; the store holds assessments of: {', '.join(layout.principles)}"
+                if layout.principles else "; the store holds no assessments (write them with "
+                                          "`curriculum curate --store`)")
+            return f"no assessments of principle '{principle}' in '{name}'{hint}"
         if family is not None:
             behavior = name[len(family) + 1:]
             close = close_match(behavior, behaviors)
@@ -306,8 +327,27 @@ def parse_common(root: Located) -> tuple[str, str, int, str]:
     return name, policy_type, seed, description
 
 
-def parse_staged(root: Located, behaviors: Sequence[str]) -> PolicySpec:
-    """Validate a staged policy document against the store's behaviors."""
+def parse_staged(root: Located, behaviors: Sequence[str],
+                 principles: Sequence[str] = ()) -> PolicySpec:
+    """Validate a staged policy document against the store's behaviors (and the principles it
+    holds assessments of, for ``assess.<p>`` names).
+
+    A rule may name a principle the store has not been assessed on (it reads NaN, so its
+    conditions are false until `curriculum curate --store` writes scores); that is allowed with
+    a warning, and the principle joins the spec's ``principles``."""
+    unassessed: list[str] = []
+    spec = _parse_staged(root, behaviors, principles, unassessed)
+    if not unassessed:
+        return spec
+    warnings.warn(f"{root.document.source or 'policy'}: the store holds no assessments of "
+                  f"{', '.join(unassessed)}; assess.* reads NaN for every document (conditions "
+                  f"on it are false) until `curriculum curate --store` writes them",
+                  RuntimeWarning, stacklevel=3)
+    return _parse_staged(root, behaviors, (*principles, *unassessed), None)
+
+
+def _parse_staged(root: Located, behaviors: Sequence[str], principles: Sequence[str],
+                  unassessed: list[str] | None) -> PolicySpec:
     name, policy_type, seed, description = parse_common(root)
     keys = root.mapping(STAGED_KEYS, required=("stages",))
     min_weight = keys["min_weight"].number(0.0, 1000.0) if "min_weight" in keys else 0.0
@@ -320,7 +360,7 @@ def parse_staged(root: Located, behaviors: Sequence[str]) -> PolicySpec:
     if "metrics" in keys:
         for item in keys["metrics"].sequence():
             declared.append(item.string(_DOTTED, "a metric name like 'val_loss'"))
-    layout = ScoreLayout(behaviors)
+    layout = ScoreLayout(behaviors, principles)
     metrics = metric_names(behaviors, declared)
     stage_items = list(keys["stages"].sequence())
     if not stage_items:
@@ -328,10 +368,11 @@ def parse_staged(root: Located, behaviors: Sequence[str]) -> PolicySpec:
     if len(stage_items) > MAX_STAGES:
         raise keys["stages"].error(f"at most {MAX_STAGES} stages")
     stage_names = _stage_names(stage_items)
-    context = _StageContext(layout, metrics, stage_names, min_weight, max_weight)
+    context = _StageContext(layout, metrics, stage_names, min_weight, max_weight, unassessed)
     stages = tuple(_parse_stage(item, index, len(stage_items), context)
                    for index, item in enumerate(stage_items))
-    return PolicySpec(name=name, type=policy_type, behaviors=tuple(behaviors), seed=seed,
+    return PolicySpec(name=name, type=policy_type, behaviors=tuple(behaviors),
+                      principles=tuple(principles), seed=seed,
                       stages=stages, min_weight=min_weight, max_weight=max_weight,
                       metrics=tuple(declared), description=description,
                       source=root.document.source)
@@ -344,6 +385,8 @@ class _StageContext:
     stage_names: tuple[str, ...]
     min_weight: float
     max_weight: float
+    unassessed: list[str] | None = None
+    """Collects ``assess.<p>`` principles the store has no assessments of (None: refuse)."""
 
 
 def _stage_names(items: list[Located]) -> tuple[str, ...]:
@@ -426,7 +469,7 @@ def _parse_rule(where: Located, stage: int, position: int, stage_count: int,
     label_name = keys["name"].string(_LABEL, "a rule name (letters, digits, _ . : -)") \
         if "name" in keys else None
     label = f"stages[{stage}].rules[{position}] ({action}{': ' + label_name if label_name else ''})"
-    document_check = document_name_checker(context.layout, context.metrics)
+    document_check = document_name_checker(context.layout, context.metrics, context.unassessed)
     when = expression_at(keys["when"], document_check) if "when" in keys else None
     value = keys[action]
     if action == "upweight":

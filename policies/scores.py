@@ -8,7 +8,12 @@ Names a rule may use (``<b>`` is a behavior of the store):
 - ``pct.affinity.<b>``, ``pct.attribution.<b>``: the same scores rank-normalised to [0, 1]
   within the store (the fraction of documents scoring lower, ties counted half), which stays
   comparable while raw attribution scales drift during training;
-- ``step``, ``stage``, ``tokens``: the curriculum state.
+- ``step``, ``stage``, ``tokens``: the curriculum state;
+- ``assess.<p>``: the 0-100 score a curation judge gave the document for principle p
+  (``curriculum curate --store``), **NaN when the document was not assessed**, so every
+  comparison on it is false (``assess.deception >= 80`` drops only assessed documents);
+  ``pct.assess.<p>``: its percentile among the assessed documents (NaN stays NaN). ``<p>`` is a
+  principle the store holds assessments of (``store.assessed_principles``).
 
 The store is read through :class:`ScoreSource` (the behavior store satisfies it); percentile
 tables are sorted copies of whole columns, built once and searched with ``np.searchsorted``.
@@ -32,7 +37,25 @@ FAMILIES: tuple[str, ...] = ("affinity", "attribution", "measured", "pct.affinit
 #: Curriculum-state names a rule may read.
 STATE_NAMES: tuple[str, ...] = ("step", "stage", "tokens")
 #: Families whose values come from a percentile table.
-PERCENTILE_FAMILIES: tuple[str, ...] = ("pct.affinity", "pct.attribution")
+PERCENTILE_FAMILIES: tuple[str, ...] = ("pct.affinity", "pct.attribution", "pct.assess")
+#: Per-principle score families (curation assessments), in slot order after the state names.
+ASSESS_FAMILIES: tuple[str, ...] = ("assess", "pct.assess")
+
+
+@runtime_checkable
+class AssessmentSource(Protocol):
+    """A store that also holds curation assessments (``curriculum.BehaviorStore`` is one)."""
+
+    @property
+    def assessed_principles(self) -> tuple[str, ...]: ...
+
+    def assessment(self, rows: np.ndarray, principles: Sequence[str] | None = None
+                   ) -> np.ndarray: ...
+
+
+def assessed_principles(store: object) -> tuple[str, ...]:
+    """The principles a store holds assessments of (none for a plain ScoreSource)."""
+    return tuple(getattr(store, "assessed_principles", ()) or ())
 
 
 @runtime_checkable
@@ -64,6 +87,10 @@ class DocumentScores:
     """Percentile of ``affinity`` within the store; needed only by policies that read it."""
     pct_attribution: np.ndarray | Sequence[float] | None = None
     """Percentile of ``attribution`` within the store; needed only by policies that read it."""
+    assess: np.ndarray | Sequence[float] | None = None
+    """Curation scores, one per principle of the layout (NaN = not assessed)."""
+    pct_assess: np.ndarray | Sequence[float] | None = None
+    """Percentiles of ``assess`` among assessed documents; needed only by policies reading it."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,9 @@ class ScoreBatch:
     measured: np.ndarray
     pct_affinity: np.ndarray | None = None
     pct_attribution: np.ndarray | None = None
+    assess: np.ndarray | None = None
+    """(n, P) curation scores (NaN = not assessed), when the policy reads principles."""
+    pct_assess: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -87,6 +117,8 @@ class ScoreBatch:
             self.measured[index],
             None if self.pct_affinity is None else self.pct_affinity[index],
             None if self.pct_attribution is None else self.pct_attribution[index],
+            None if self.assess is None else self.assess[index],
+            None if self.pct_assess is None else self.pct_assess[index],
         )
 
 
@@ -98,8 +130,9 @@ class ScoreLayout:
     decides a document the same way in either.
     """
 
-    def __init__(self, behaviors: Sequence[str]) -> None:
+    def __init__(self, behaviors: Sequence[str], principles: Sequence[str] = ()) -> None:
         self.behaviors = tuple(behaviors)
+        self.principles = tuple(principles)
         k = len(self.behaviors)
         self.slots: dict[str, int] = {}
         for f, family in enumerate(FAMILIES):
@@ -107,12 +140,19 @@ class ScoreLayout:
                 self.slots[f"{family}.{behavior}"] = f * k + b
         for i, name in enumerate(STATE_NAMES):
             self.slots[name] = len(FAMILIES) * k + i
+        # Assessment slots come after the state names, so behavior slot numbers never move.
+        self._assess_start = len(FAMILIES) * k + len(STATE_NAMES)
+        p = len(self.principles)
+        for f, family in enumerate(ASSESS_FAMILIES):
+            for j, principle in enumerate(self.principles):
+                self.slots[f"{family}.{principle}"] = self._assess_start + f * p + j
         self.size = len(self.slots)
         self._nan = np.full(k, np.nan)
+        self._nan_principles = np.full(p, np.nan)
 
     def family_of(self, name: str) -> str | None:
         """The score family of a per-behavior name (``pct.affinity``), or None for state names."""
-        for family in sorted(FAMILIES, key=len, reverse=True):
+        for family in sorted((*FAMILIES, *ASSESS_FAMILIES), key=len, reverse=True):
             if name.startswith(family + "."):
                 return family
         return None
@@ -126,6 +166,12 @@ class ScoreLayout:
              nan if scores.pct_attribution is None else scores.pct_attribution),
             dtype=np.float64).tolist()
         values += (float(state.step), float(state.stage), float(state.tokens))
+        if self.principles:
+            nan = self._nan_principles
+            values += np.concatenate(
+                (nan if scores.assess is None else scores.assess,
+                 nan if scores.pct_assess is None else scores.pct_assess),
+                dtype=np.float64).tolist()
         return values
 
     def matrix(self, scores: ScoreBatch, state: CurriculumState) -> np.ndarray:
@@ -137,7 +183,11 @@ class ScoreLayout:
         out[:, 2 * k:3 * k] = scores.measured
         for f, values in ((3, scores.pct_affinity), (4, scores.pct_attribution)):
             out[:, f * k:(f + 1) * k] = np.nan if values is None else values
-        out[:, 5 * k:] = (state.step, state.stage, state.tokens)
+        start = self._assess_start
+        out[:, 5 * k:start] = (state.step, state.stage, state.tokens)
+        p = len(self.principles)
+        for f, values in ((0, scores.assess), (1, scores.pct_assess)):
+            out[:, start + f * p:start + (f + 1) * p] = np.nan if values is None else values
         return out
 
 
@@ -264,9 +314,12 @@ class StoreScores:
     """
 
     def __init__(self, store: ScoreSource, percentile_families: Iterable[str] = (),
-                 tables: dict[str, PercentileTable] | None = None) -> None:
+                 tables: dict[str, PercentileTable] | None = None,
+                 principles: Sequence[str] = ()) -> None:
         self.store = store
         self.behaviors = tuple(store.behaviors)
+        self.principles = tuple(principles)
+        """Principles whose assessments are read (``assess.<p>``), in layout order."""
         self.percentile_families = tuple(percentile_families)
         unknown = set(self.percentile_families) - set(PERCENTILE_FAMILIES)
         if unknown:
@@ -274,7 +327,20 @@ class StoreScores:
         self.tables: dict[str, PercentileTable] = dict(tables or {})
         for family in self.percentile_families:
             if family not in self.tables:
-                self.tables[family] = PercentileTable.from_store(store, family.split(".")[1])
+                self.tables[family] = self._table(family)
+
+    def _table(self, family: str) -> PercentileTable:
+        if family == "pct.assess":
+            return PercentileTable.from_values(self._assessment(
+                np.arange(int(self.store.num_rows), dtype=np.int64)))
+        return PercentileTable.from_store(self.store, family.split(".")[1])
+
+    def _assessment(self, rows: np.ndarray) -> np.ndarray | None:
+        if not self.principles:
+            return None
+        if not isinstance(self.store, AssessmentSource):  # nothing assessed: NaN everywhere
+            return np.full((len(rows), len(self.principles)), np.nan)
+        return np.asarray(self.store.assessment(rows, self.principles), np.float64)
 
     def refresh(self) -> None:
         """Rebuild the attribution percentile table from the store's current attribution."""
@@ -292,7 +358,12 @@ class StoreScores:
             pct_affinity = self.tables["pct.affinity"].percentile(affinity)
         if "pct.attribution" in self.tables:
             pct_attribution = self.tables["pct.attribution"].percentile(attribution)
-        return ScoreBatch(rows, affinity, attribution, measured, pct_affinity, pct_attribution)
+        assess = self._assessment(rows)
+        pct_assess = None
+        if assess is not None and "pct.assess" in self.tables:
+            pct_assess = self.tables["pct.assess"].percentile(assess)
+        return ScoreBatch(rows, affinity, attribution, measured, pct_affinity, pct_attribution,
+                          assess, pct_assess)
 
     def document(self, row: int) -> DocumentScores:
         """The scores of one row."""
@@ -305,5 +376,9 @@ class StoreScores:
             pct_affinity = self.tables["pct.affinity"].percentile_one(affinity)
         if "pct.attribution" in self.tables:
             pct_attribution = self.tables["pct.attribution"].percentile_one(attribution)
+        assess = self._assessment(rows)
+        pct_assess = None
+        if assess is not None and "pct.assess" in self.tables:
+            pct_assess = self.tables["pct.assess"].percentile(assess)[0]
         return DocumentScores(int(row), affinity, attribution, measured, pct_affinity,
-                              pct_attribution)
+                              pct_attribution, None if assess is None else assess[0], pct_assess)

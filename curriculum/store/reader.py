@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from curriculum.shards.manifest import MANIFEST_NAME, ShardManifest, key_hash
+from curriculum.store.assessments import ASSESS_DIR, ASSESS_META, AssessmentTable
 from curriculum.store.attribution import AttributionTable
 from curriculum.store.errors import StoreError
 from curriculum.store.meta import (
@@ -187,6 +188,29 @@ class StoreReader:
         """float32 (n, K): similarity of each document to each behavior's probe set (see
         ``store.json`` ``affinity``; by default the mean of the top-k cosine similarities)."""
         return np.asarray(self.tables.affinity[self.check_rows(rows)])
+
+    @property
+    def assessed_principles(self) -> tuple[str, ...]:
+        """Principles with assessments in the store (``assess.<principle>``), in column order."""
+        return self._assessment_table().principles
+
+    def assessment(self, rows: Sequence[int] | np.ndarray,
+                   principles: Sequence[str] | None = None) -> np.ndarray:
+        """float32 (n, P) judge scores 0-100 per principle (default: all assessed, in order);
+        NaN where a document was not assessed. Read fresh on each call (cheap: a memory map)."""
+        return self._assessment_table().values(self.check_rows(rows), principles)
+
+    def _assessment_table(self) -> AssessmentTable:
+        # Reopened when assess.json changes (a curation run wrote new scores); a stat per call.
+        try:
+            stamp = os.stat(self.path / ASSESS_DIR / ASSESS_META).st_mtime_ns
+        except FileNotFoundError:
+            stamp = -1
+        cached = getattr(self, "_assessments", None)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, AssessmentTable(self.path))
+            self._assessments = cached
+        return cached[1]
 
     def attribution(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """float32 (n, K): measured mean attribution where measured, the kNN estimate

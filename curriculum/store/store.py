@@ -205,6 +205,16 @@ class BehaviorStore:
         """float32 (n, K) affinity to each behavior's probe set."""
         return self._reader.affinity(rows)
 
+    @property
+    def assessed_principles(self) -> tuple[str, ...]:
+        """Principles with assessments (``assess.<principle>``), in column order."""
+        return self._reader.assessed_principles
+
+    def assessment(self, rows: Sequence[int] | np.ndarray,
+                   principles: Sequence[str] | None = None) -> np.ndarray:
+        """float32 (n, P) judge scores 0-100; NaN where not assessed."""
+        return self._reader.assessment(rows, principles)
+
     def attribution(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """float32 (n, K): measured mean where measured, kNN estimate otherwise."""
         return self._reader.attribution(rows)
