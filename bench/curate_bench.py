@@ -153,9 +153,9 @@ def bench_probe(work: Path, docs: int) -> dict:
     from curriculum.curation import curate, load_principles, make_judge
     from curriculum.curation.inputs import iter_input_documents
     from curriculum.curation.tar_writer import write_fast_shards
+    from curriculum.shards.manifest import manifest_for
     from curriculum.store import build_store
     from curriculum.synth import write_synthetic_corpus
-    from curriculum.shards.manifest import manifest_for
 
     corpus = write_synthetic_corpus(work / "corpus", num_docs=docs, num_shards=8, seed=0)
     build_store(corpus.out_dir, corpus.probes_dir, work / "store").close()

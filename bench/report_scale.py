@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from curriculum.ledger import RECORD_DTYPE, Fate, write_ledger_meta
+from curriculum.shards.manifest import ShardManifest, key_hash
 from curriculum.store.attribution import create_attribution_files
 from curriculum.store.meta import (
     AFFINITY_FILE,
@@ -43,7 +44,6 @@ from curriculum.store.meta import (
     StoreMeta,
 )
 from curriculum.store.tables import create_table
-from curriculum.shards.manifest import ShardManifest, key_hash
 
 BEHAVIORS = ("deception", "neutral", "situational_awareness", "values")
 REASONS = ("filter: deception>=0.8", "filter: near-duplicate", "filter: too short")

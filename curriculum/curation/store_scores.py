@@ -17,8 +17,8 @@ import numpy as np
 
 from curriculum.curation.principles import Principle
 from curriculum.curation.records import RowRecords
-from curriculum.store.assessments import write_assessments
 from curriculum.shards.manifest import ShardManifest
+from curriculum.store.assessments import write_assessments
 
 
 def write_scores(store_path: str | Path, keys: Sequence[str], scores: np.ndarray,

@@ -17,9 +17,9 @@ from curriculum.cli import main
 from curriculum.curation import curate, load_principles, make_judge
 from curriculum.curation.records import load_rows
 from curriculum.ledger import check_ledger, read_ledger
-from curriculum.synth import SynthResult
 from curriculum.shards.manifest import ShardManifest
 from curriculum.shards.tar_samples import iter_raw_samples
+from curriculum.synth import SynthResult
 from policies import CurriculumState, PolicyRunner, load_policy
 from policies.decisions import DROP
 
