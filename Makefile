@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(if $(VIRTUAL_ENV),python,$(VENV)/bin/python)
+CHROMIUM ?= /usr/bin/chromium
 STAMP := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(VENV))/.curriculum-installed
 
 .PHONY: install demo test lint bench chromium
@@ -26,7 +27,7 @@ test: $(STAMP) chromium
 # The report's browser tests use Debian's headless chromium; install it when it is missing.
 # If that is impossible (no apt-get, no root, no network) the tests say loudly that they skip.
 chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@if [ ! -x $(CHROMIUM) ]; then \
 	  echo "installing Debian's chromium for the report's browser tests (apt-get)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \

@@ -228,8 +228,8 @@ def write_run(run: Path, store: Path, manifest: ShardManifest, num_events: int,
     return written
 
 
-def measure(command: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MiB, last output line) of one child process.
+def measure(command: list[str]) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, last output line) of one child process.
 
     ``os.wait4`` gives the resource usage of this child alone, so each command's peak is its
     own, whatever ran before it. Output goes to a temporary file (no pipe to drain)."""
@@ -244,7 +244,7 @@ def measure(command: list[str]) -> tuple[float, float, str]:
     if child.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(command)} failed ({child.returncode}):\n{text[-2000:]}")
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return wall, usage.ru_maxrss / 1024, lines[-1] if lines else ""
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, lines[-1] if lines else ""
 
 
 def main() -> None:
@@ -267,13 +267,18 @@ def main() -> None:
               f"{time.perf_counter() - started:.0f} s ({root})")
     cores = os.sched_getaffinity(0)
     pin = ["taskset", "-c", ",".join(map(str, sorted(cores)[:2]))] if len(cores) > 2 else []
-    base_wall, base_rss, base_line = measure(
+    base_wall, base_cpu, base_rss, base_line = measure(
         [*pin, sys.executable, "-m", "curriculum", "ledger", str(run), "--check", "--summary"])
-    wall, rss, line = measure([*pin, sys.executable, "-m", "curriculum", "report", str(run),
+    wall, cpu, rss, line = measure([*pin, sys.executable, "-m", "curriculum", "report", str(run),
                                "--out", str(out), "--quiet"])
-    print(f"baseline  ledger --check --summary: {base_wall:6.1f} s  peak RSS {base_rss:7.0f} MiB")
-    print(f"report                            : {wall:6.1f} s  peak RSS {rss:7.0f} MiB  "
-          f"({wall / base_wall:.2f}x the baseline's time, {rss / base_rss:.2f}x its memory)")
+    load = os.getloadavg()[0]
+    print(f"baseline  ledger --check --summary: {base_wall:6.1f} s wall, {base_cpu:6.1f} s CPU, "
+          f"peak RSS {base_rss:7.0f} MiB")
+    print(f"report                            : {wall:6.1f} s wall, {cpu:6.1f} s CPU, "
+          f"peak RSS {rss:7.0f} MiB  ({wall / base_wall:.2f}x the baseline's wall time, "
+          f"{cpu / base_cpu:.2f}x its CPU time, {rss / base_rss:.2f}x its memory)")
+    print(f"load average at the end: {load:.1f} (wall time on a loaded machine stretches; CPU "
+          "time much less)")
     print(f"targets: under 60 s ({'met' if wall < 60 else 'NOT met'}), under 2048 MiB "
           f"({'met' if rss < 2048 else 'NOT met'}); on {min(len(cores), 2)} cores")
     print(f"baseline's last line: {base_line}")
