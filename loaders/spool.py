@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from loaders.manifest import ShardManifest
+from loaders.remote_shards import local_shard
 from loaders.tar_samples import iter_raw_samples
 
 SPOOL_DTYPE = np.dtype([("row", "<i8"), ("epoch", "<u4"), ("until_stage", "<i4"),
@@ -124,6 +125,6 @@ def read_row_text(manifest: ShardManifest, row: int) -> dict[str, bytes] | None:
     shard = int(manifest.shard_of_rows(np.array([row]))[0])
     ordinal = row - int(manifest.first_rows[shard])
     offset = int(manifest.offsets_bytes[row])
-    for sample in iter_raw_samples(manifest.shard_paths[shard], ordinal, offset):
+    for sample in iter_raw_samples(local_shard(manifest.shard_paths[shard]), ordinal, offset):
         return sample.members
     return None

@@ -21,6 +21,7 @@ from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.documents import Document, SkipCounter, Skipped, iter_documents
 from loaders.manifest import ShardManifest
 from loaders.packing import Packer
+from loaders.remote_shards import local_shard
 from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer
 from loaders.world import World, assign_shards
 
@@ -106,8 +107,10 @@ class PackedTextStream(IterableDataset):
                     continue
                 offset = int(self.manifest.offsets_bytes[first_row + ordinal])
                 path = self.manifest.shard_paths[shard]
-                for item in iter_documents(path, first_row, count, ordinal, offset,
-                                           self.config.text_field):
+                upcoming = (self.manifest.shard_paths[shards[i]]
+                            for i in range(position + 1, len(shards)))
+                for item in iter_documents(local_shard(path, upcoming), first_row, count, ordinal,
+                                           offset, self.config.text_field):
                     if split_rows and item.row % world.num_readers != world.global_worker:
                         continue
                     after = {"epoch": epoch, "cursor": position, "ordinal": item.row - first_row + 1}
