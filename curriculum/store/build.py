@@ -52,6 +52,7 @@ from curriculum.store.meta import (
     SHARD_AFFINITY_FILE,
     StoreMeta,
 )
+from curriculum.store.ray_engine import local_batch_sizes, ray_embeddings, reblock
 from curriculum.store.store import BehaviorStore
 from curriculum.store.tables import (
     NpyStreamWriter,
@@ -173,6 +174,8 @@ def build_store(
     batch_documents: int = 4096,
     estimator_factory: str | None = None,
     overwrite: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> BehaviorStore:
     """Index shards into a new store at ``out_dir`` and return it opened for writing.
 
@@ -182,7 +185,12 @@ def build_store(
     chosen by size), the key lookup table, per-shard mean affinity and empty attribution tables
     are written, and finally ``store.json``. When the shard spec is a corpus directory with a
     manifest, the rows read must match it exactly.
+
+    ``engine="ray"`` embeds the shards as Ray tasks (see :mod:`curriculum.store.ray_engine`) on
+    the cluster at ``ray_address`` (a local Ray when ``None``); the store is the same.
     """
+    if engine not in ("local", "ray"):
+        raise StoreError(f"unknown engine {engine!r}; use local or ray")
     probes = read_probe_sets(probes_dir, behaviors)
     names = list(probes)
     if isinstance(shards_spec, Path):
@@ -209,7 +217,7 @@ def build_store(
         meta = _build(
             staging, shard_paths, corpus_manifest, corpus_manifest_path, probes, names,
             make_embedder(embedder), index_factory, estimator_factory, affinity_top_k,
-            fit_documents, batch_documents, show_progress,
+            fit_documents, batch_documents, show_progress, engine, ray_address,
         )
         meta.save(staging)
         fsync_directory(staging)
@@ -247,12 +255,16 @@ def _build(
     fit_documents: int,
     batch_documents: int,
     show_progress: bool,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> StoreMeta:
     dim = int(embedder.dim)
     counts: list[int] = []
     offsets: list[np.ndarray] = []
     hashes: list[np.ndarray] = []
-    documents = _iter_documents(shard_paths, counts, offsets, hashes)
+    # With Ray, the driver reads only the fitting head; the tasks report the shards' rows.
+    sink: tuple[list, list, list] = ([], [], []) if engine == "ray" else (counts, offsets, hashes)
+    documents = _iter_documents(shard_paths, *sink)
     total = corpus_manifest.num_rows if corpus_manifest is not None else None
     embeddings_out = NpyStreamWriter(staging / EMBEDDINGS_FILE, np.float32, (dim,))
     affinity_out = NpyStreamWriter(staging / AFFINITY_FILE, np.float32, (len(names),))
@@ -262,8 +274,7 @@ def _build(
     probe_texts = [t for n in names for t in probes[n]]
     probe_embeddings: np.ndarray | None = None
 
-    def write(batch: list[bytes]) -> None:
-        vectors = embedder.embed(batch)
+    def write_vectors(vectors: np.ndarray) -> None:
         embeddings_out.append(vectors)
         affinity_out.append(
             probe_affinity(vectors, probe_embeddings, probe_behaviors, len(names), affinity_top_k)
@@ -280,13 +291,22 @@ def _build(
                     break
             embedder.fit(head)
             probe_embeddings = embedder.embed(probe_texts)
-            for start in range(0, len(head), batch_documents):
-                write(head[start : start + batch_documents])
-                bar.update(min(batch_documents, len(head) - start))
-            del head
-            for batch in _batches(documents, batch_documents):
-                write(batch)
-                bar.update(len(batch))
+            if engine == "ray":
+                documents.close()
+                vectors = ray_embeddings(shard_paths, embedder, batch_documents, ray_address,
+                                         counts, offsets, hashes)
+                # Affinity in the local engine's batches: the same floats, whatever BLAS does.
+                for block in reblock(vectors, local_batch_sizes(len(head), batch_documents)):
+                    write_vectors(block)
+                    bar.update(len(block))
+            else:
+                for start in range(0, len(head), batch_documents):
+                    write_vectors(embedder.embed(head[start : start + batch_documents]))
+                    bar.update(min(batch_documents, len(head) - start))
+                del head
+                for batch in _batches(documents, batch_documents):
+                    write_vectors(embedder.embed(batch))
+                    bar.update(len(batch))
         embeddings_out.close()
         affinity_out.close()
     except BaseException:
