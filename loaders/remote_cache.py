@@ -169,7 +169,7 @@ class ShardCache:
                     self._download(url, final)
                     break
                 except FileNotFoundError as missing:  # retrying cannot make it appear
-                    raise RemoteShardError(f"{url}: not found ({_one_line(missing)})") from missing
+                    raise RemoteShardError(f"{url}: not found") from missing
                 except Exception as failure:  # back ends raise many types; all are retried
                     error = failure
             else:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from http_shards import serve_directory
 
+from curriculum.cli import one_line
 from loaders.datamodule import stream_loader
 from loaders.manifest import ShardManifest, manifest_for
 from loaders.remote_cache import ENV_DIRECTORY, RemoteShardError
@@ -92,3 +93,19 @@ def test_an_unreachable_shard_stops_the_stream_with_its_url(small_corpus, tmp_pa
                                                        shuffle_shards=False))
         with pytest.raises(RemoteShardError, match=r"shard-000000\.tar: fetch failed after 4"):
             next(iter(stream))
+
+
+def test_a_missing_shard_read_in_a_worker_is_one_line_naming_the_url(small_corpus, tmp_path,
+                                                                     cache_dir) -> None:
+    shutil.copytree(small_corpus.out_dir, tmp_path / "www" / "corpus")
+    (tmp_path / "www" / "corpus" / "shard-000001.tar").unlink()
+    with serve_directory(tmp_path / "www") as (base, server):
+        remote = manifest_for(f"{base}/corpus")
+        loader = stream_loader(PackedTextStream(remote, StreamConfig(
+            batch_size=2, seq_len=64, num_epochs=1, shuffle_shards=False)), num_workers=1)
+        with pytest.raises(RemoteShardError) as raised:
+            for _ in loader:
+                pass
+    # The DataLoader re-raises with its own header and the worker's traceback; the command line
+    # prints the worker's message.
+    assert one_line(raised.value) == f"{base}/corpus/shard-000001.tar: not found"
