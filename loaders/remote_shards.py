@@ -18,6 +18,7 @@ import io
 import json
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ class RemoteShardManifest(ShardManifest):
         """Same hash as :meth:`ShardManifest.content_hash` of the same shards stored locally, so a
         store built from local copies accepts the remote shards and the other way round."""
         if self.sizes_bytes is None:
-            self.sizes_bytes = [_size_or_fail(url) for url in self.shard_paths]
+            self.sizes_bytes = shard_sizes(self.shard_paths)
         digest = hashlib.sha256()
         for url, size, count in zip(self.shard_paths, self.sizes_bytes, self.counts.tolist(),
                                     strict=True):
@@ -77,6 +78,28 @@ class RemoteShardManifest(ShardManifest):
     def save(self, directory: object) -> None:  # type: ignore[override]
         """Refused: a manifest of URLs is read from its corpus directory, not written locally."""
         raise ManifestError(f"{directory}: a manifest of remote shards cannot be saved locally")
+
+
+def shard_sizes(urls: Sequence[str]) -> list[int]:
+    """Sizes of remote shards: from one detailed listing per directory where the back end gives
+    sizes there (object stores do), else asked per shard, 16 at a time."""
+    import fsspec
+
+    known: dict[str, int] = {}
+    for directory in sorted({url.rsplit("/", 1)[0] for url in urls}):
+        fs, path = fsspec.core.url_to_fs(directory)
+        try:
+            entries = fs.ls(path, detail=True)
+        except Exception:  # a listing is only a shortcut; the per-shard requests below decide
+            continue
+        for entry in entries:
+            name, size = str(entry.get("name", "")), entry.get("size")
+            if size is not None and name.endswith(".tar"):
+                known[name if is_remote(name) else fs.unstrip_protocol(name)] = int(size)
+    missing = [url for url in urls if url not in known]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        known.update(zip(missing, pool.map(_size_or_fail, missing), strict=True))
+    return [known[url] for url in urls]
 
 
 def _size_or_fail(url: str) -> int:
