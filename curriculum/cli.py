@@ -49,10 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("curriculum: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError, ImportError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"curriculum {args.command}: error: {message}", file=sys.stderr)
+    except (UserError, ValueError, OSError, ImportError) as error:
+        print(f"curriculum {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message; for one re-raised from a DataLoader worker (whose
+    message is "Caught ... in DataLoader worker ..." and the worker's traceback), the worker's
+    own message, which names the file or URL."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        prefix, separator, rest = last.partition(": ")
+        text = rest if separator and prefix.endswith(type(error).__name__) else last
+    lines = text.splitlines()
+    return lines[0] if lines and lines[0] else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torch.utils.data import IterableDataset
 from curriculum.batch import StreamBatch
 from curriculum.shards.documents import Document, SkipCounter, Skipped, iter_documents
 from curriculum.shards.manifest import ShardManifest
+from curriculum.shards.remote import local_shard
 from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.packing import Packer, pack_batches
 from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer
@@ -111,8 +112,10 @@ class PackedTextStream(IterableDataset):
                     continue
                 offset = int(self.manifest.offsets_bytes[first_row + ordinal])
                 path = self.manifest.shard_paths[shard]
-                for item in iter_documents(path, first_row, count, ordinal, offset,
-                                           self.config.text_field):
+                upcoming = (self.manifest.shard_paths[shards[i]]
+                            for i in range(position + 1, len(shards)))
+                for item in iter_documents(local_shard(path, upcoming), first_row, count, ordinal,
+                                           offset, self.config.text_field):
                     if split_rows and item.row % world.num_readers != world.global_worker:
                         continue
                     after = {"epoch": epoch, "cursor": position, "ordinal": item.row - first_row + 1}

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=10,
                         help="affinity = mean of the top-k cosine similarities to probe documents")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: embed in this process; ray: one Ray task per shard (needs "
+                             "the ray extra), same store")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to use with --engine ray (auto, ray://HEAD:10001); "
+                             "default: start a local Ray")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     store = build_store(
         args.shards, args.probes, args.out, embedder=args.embedder,
         index_factory=args.index_factory, show_progress=True, behaviors=behaviors,
-        affinity_top_k=args.top_k, overwrite=args.overwrite,
+        affinity_top_k=args.top_k, overwrite=args.overwrite, engine=args.engine,
+        ray_address=args.ray_address,
     )
     seconds = time.perf_counter() - started
     meta = store.meta
@@ -45,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"indexed {meta.num_rows} documents from {meta.num_shards} shards into {args.out} "
           f"in {seconds:.1f}s ({meta.num_rows / max(seconds, 1e-9):.0f} docs/s); embedder "
           f"{meta.embedder['name']} dim {meta.dim}, index {meta.index['factory']}, behaviors "
-          f"{', '.join(meta.behaviors)}")
+          f"{', '.join(meta.behaviors)}; engine {args.engine}")
     return 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curriculum.shards.manifest import ShardManifest
+from curriculum.shards.remote import local_shard
 from curriculum.shards.tar_samples import RawSample, ShardReadReport, iter_raw_samples
 
 
@@ -89,11 +90,12 @@ def usable_text(members: dict[str, bytes] | None, text_field: str = "text") -> s
 
 
 def read_sample(manifest: ShardManifest, row: int) -> RawSample | None:
-    """The sample at ``row``, read by seeking to its byte offset (``None`` if it is gone)."""
+    """The sample at ``row``, read by seeking to its byte offset (``None`` if it is gone); a
+    remote shard is read from the local cache (:func:`curriculum.shards.remote.local_shard`)."""
     shard = int(manifest.shard_of_rows(np.array([row]))[0])
     ordinal = row - int(manifest.first_rows[shard])
     offset = int(manifest.offsets_bytes[row])
-    for sample in iter_raw_samples(manifest.shard_paths[shard], ordinal, offset):
+    for sample in iter_raw_samples(local_shard(manifest.shard_paths[shard]), ordinal, offset):
         return sample
     return None
 

@@ -204,7 +204,12 @@ class ShardScan:
 
 def manifest_for(spec: str | Sequence[str], show_progress: bool = False) -> ShardManifest:
     """The manifest for a shard spec: loaded when the spec is a corpus directory or manifest file
-    that has one, otherwise built by scanning the shards (in memory, not saved)."""
+    that has one, otherwise built by scanning the shards (in memory, not saved). URLs are read
+    through :mod:`curriculum.shards.remote`."""
+    from curriculum.shards.remote import is_remote_spec, remote_manifest
+
+    if is_remote_spec(spec):
+        return remote_manifest(spec, show_progress=show_progress)
     if isinstance(spec, (str, Path)):
         candidate = Path(spec)
         if candidate.name == MANIFEST_NAME or (candidate / MANIFEST_NAME).is_file():

@@ -60,6 +60,7 @@ from curriculum.store.meta import (
     SHARD_AFFINITY_FILE,
     StoreMeta,
 )
+from curriculum.store.ray_engine import local_batch_sizes, ray_embeddings, reblock
 from curriculum.store.store import BehaviorStore
 from curriculum.store.tables import (
     NpyStreamWriter,
@@ -163,6 +164,8 @@ def build_store(
     estimator_factory: str | None = None,
     overwrite: bool = False,
     text_field: str = "text",
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> BehaviorStore:
     """Index shards into a new store at ``out_dir`` and return it opened for writing.
 
@@ -173,7 +176,12 @@ def build_store(
     are written, and finally ``store.json``. When the shard spec is a corpus directory with a
     manifest, the rows read must match it exactly. Texts are decoded as the loader decodes them
     (:func:`curriculum.shards.documents.decode_text`, ``text_field`` of ``.json`` members).
+
+    ``engine="ray"`` embeds the shards as Ray tasks (see :mod:`curriculum.store.ray_engine`) on
+    the cluster at ``ray_address`` (a local Ray when ``None``); the store is the same.
     """
+    if engine not in ("local", "ray"):
+        raise StoreError(f"unknown engine {engine!r}; use local or ray")
     probes = read_probe_sets(probes_dir, behaviors)
     names = list(probes)
     if isinstance(shards_spec, Path):
@@ -200,7 +208,7 @@ def build_store(
         meta = _build(
             staging, shard_paths, corpus_manifest, corpus_manifest_path, probes, names,
             make_embedder(embedder), index_factory, estimator_factory, affinity_top_k,
-            fit_documents, batch_documents, show_progress, text_field,
+            fit_documents, batch_documents, show_progress, text_field, engine, ray_address,
         )
         meta.save(staging)
         fsync_directory(staging)
@@ -239,10 +247,13 @@ def _build(
     batch_documents: int,
     show_progress: bool,
     text_field: str,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> StoreMeta:
     dim = int(embedder.dim)
     scan = ShardScan()
-    documents = _iter_documents(shard_paths, scan, text_field)
+    # With Ray, the driver reads only the fitting head; the tasks report the shards' rows.
+    documents = _iter_documents(shard_paths, ShardScan() if engine == "ray" else scan, text_field)
     total = corpus_manifest.num_rows if corpus_manifest is not None else None
     embeddings_out = NpyStreamWriter(staging / EMBEDDINGS_FILE, np.float32, (dim,))
     affinity_out = NpyStreamWriter(staging / AFFINITY_FILE, np.float32, (len(names),))
@@ -252,8 +263,7 @@ def _build(
     probe_texts = [t for n in names for t in probes[n]]
     probe_embeddings: np.ndarray | None = None
 
-    def write(batch: list[bytes]) -> None:
-        vectors = embedder.embed(batch)
+    def write_vectors(vectors: np.ndarray) -> None:
         embeddings_out.append(vectors)
         affinity_out.append(
             probe_affinity(vectors, probe_embeddings, probe_behaviors, len(names), affinity_top_k)
@@ -270,13 +280,22 @@ def _build(
                     break
             embedder.fit(head)
             probe_embeddings = embedder.embed(probe_texts)
-            for start in range(0, len(head), batch_documents):
-                write(head[start : start + batch_documents])
-                bar.update(min(batch_documents, len(head) - start))
-            del head
-            for batch in _batches(documents, batch_documents):
-                write(batch)
-                bar.update(len(batch))
+            if engine == "ray":
+                documents.close()
+                vectors = ray_embeddings(shard_paths, embedder, batch_documents, ray_address,
+                                         scan, text_field)
+                # Affinity in the local engine's batches: the same floats, whatever BLAS does.
+                for block in reblock(vectors, local_batch_sizes(len(head), batch_documents)):
+                    write_vectors(block)
+                    bar.update(len(block))
+            else:
+                for start in range(0, len(head), batch_documents):
+                    write_vectors(embedder.embed(head[start : start + batch_documents]))
+                    bar.update(min(batch_documents, len(head) - start))
+                del head
+                for batch in _batches(documents, batch_documents):
+                    write_vectors(embedder.embed(batch))
+                    bar.update(len(batch))
         embeddings_out.close()
         affinity_out.close()
     except BaseException:
