@@ -7,7 +7,7 @@ package does not import FAISS or torch.
 """
 
 from curriculum.store.affinity import AFFINITY_DEFINITION, probe_affinity
-from curriculum.store.build import build_store, read_probe_sets
+from curriculum.store.build import build_store
 from curriculum.store.embedders import (
     Embedder,
     HashedNgramEmbedder,
@@ -19,6 +19,7 @@ from curriculum.store.embedders import (
 from curriculum.store.errors import StoreError
 from curriculum.store.estimate import KnnEstimator
 from curriculum.store.index import choose_index_factory
+from curriculum.store.probe_sets import read_probe_sets
 from curriculum.store.reader import ShardSummaries, StoreReader
 from curriculum.store.store import BehaviorStore
 

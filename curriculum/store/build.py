@@ -7,7 +7,6 @@ keeps the old store).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -60,6 +59,7 @@ from curriculum.store.meta import (
     SHARD_AFFINITY_FILE,
     StoreMeta,
 )
+from curriculum.store.probe_sets import read_probe_sets
 from curriculum.store.ray_engine import local_batch_sizes, ray_embeddings, reblock
 from curriculum.store.store import BehaviorStore
 from curriculum.store.tables import (
@@ -76,43 +76,6 @@ from curriculum.store.tables import (
 ESTIMATOR_FLAT_BELOW = 200_000
 #: Nearest IVF lists kept per row for kNN estimation (probes beyond this do a coarse search).
 COARSE_PROBES = 4
-
-
-def read_probe_sets(
-    probes_dir: str | Path, behaviors: Sequence[str] | None = None
-) -> dict[str, list[str]]:
-    """Probe documents per behavior from ``probes_dir/<behavior>.jsonl`` (``{"text": ...}`` a
-    line). Behaviors are the file stems, sorted, unless ``behaviors`` picks and orders them."""
-    directory = Path(probes_dir)
-    if not directory.is_dir():
-        raise StoreError(f"{directory}: probe directory not found")
-    available = {p.stem: p for p in sorted(directory.glob("*.jsonl"))}
-    if not available:
-        raise StoreError(f"{directory}: no probe sets (<behavior>.jsonl files)")
-    names = list(behaviors) if behaviors is not None else sorted(available)
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise StoreError(f"{directory / (missing[0] + '.jsonl')}: probe set not found")
-    if len(set(names)) != len(names) or not names:
-        raise StoreError(f"behaviors must be unique and non-empty, got {names}")
-    probes: dict[str, list[str]] = {}
-    for name in names:
-        path = available[name]
-        texts: list[str] = []
-        for line_number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise StoreError(f"{path}:{line_number}: invalid JSON ({error.msg})") from error
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise StoreError(f"{path}:{line_number}: expected an object with a 'text' string")
-            texts.append(record["text"])
-        if not texts:
-            raise StoreError(f"{path}: probe set is empty")
-        probes[name] = texts
-    return probes
 
 
 def _corpus_manifest(spec: Any) -> tuple[ShardManifest | None, Path | None]:
