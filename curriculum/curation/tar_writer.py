@@ -22,7 +22,10 @@ from typing import Any
 import numpy as np
 
 from curriculum.shards.manifest import ShardManifest, key_hash
-from curriculum.shards.writer import SHARD_PATTERN
+
+#: Shard file names, as :data:`curriculum.shards.writer.SHARD_PATTERN` (not imported from
+#: there: that module imports webdataset, and with it torch, which curation does not need).
+SHARD_PATTERN = "shard-%06d.tar"
 
 BLOCK = 512
 _TEMPLATE = bytearray(BLOCK)
