@@ -152,7 +152,7 @@ def _no_revise_principles(directory: Path) -> Path:
 def bench_probe(work: Path, docs: int) -> dict:
     from curriculum.curation import curate, load_principles, make_judge
     from curriculum.curation.inputs import iter_input_documents
-    from curriculum.curation.tar_writer import write_fast_shards
+    from curriculum.shards.fast_writer import write_fast_shards
     from curriculum.shards.manifest import manifest_for
     from curriculum.store import build_store
     from curriculum.synth import write_synthetic_corpus

@@ -40,8 +40,8 @@ from curriculum.curation.inputs import chunked, iter_input_documents
 from curriculum.curation.judge import Judge
 from curriculum.curation.principles import Principle
 from curriculum.curation.records import CurationCounts, RowRecords, write_summary
-from curriculum.curation.tar_writer import write_fast_shards
 from curriculum.ledger import Fate, FateBatch, LedgerWriter, write_ledger_meta
+from curriculum.shards.fast_writer import write_fast_shards
 from curriculum.shards.manifest import ShardManifest, manifest_for
 
 _EVENT = {"kept": Fate.EMIT, "revised": Fate.EMIT, "filtered": Fate.DROP, "unscored": Fate.SKIP}
