@@ -83,7 +83,7 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address)  # ray:// (Ray Client) takes few other options
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
     return True
