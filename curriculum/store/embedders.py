@@ -222,6 +222,23 @@ EMBEDDERS: dict[str, type] = {
 
 #: Which constructor argument the ``NAME:VALUE`` part of a spec fills.
 _SPEC_ARGUMENT = {"gpt": "checkpoint", "hf": "path", "sentence-transformers": "path"}
+#: Embedders that live outside the core, and the module whose import registers each (named in
+#: errors only: the core never imports them).
+_REGISTERED_BY = {"grad": "train.grad_embedder"}
+
+
+def register_embedder(name: str, factory: type, spec_argument: str | None = None) -> None:
+    """Make ``name`` usable in embedder specs and store manifests (for embedders that live in
+    other layers, e.g. model-based ones in ``train``). ``spec_argument``: the constructor
+    argument the ``NAME:VALUE`` part of a spec fills."""
+    EMBEDDERS[name] = factory
+    if spec_argument:
+        _SPEC_ARGUMENT[name] = spec_argument
+
+
+def _unknown(name: object) -> str:
+    hint = f" (import {_REGISTERED_BY[name]} to register it)" if name in _REGISTERED_BY else ""
+    return f"unknown embedder {name!r}{hint}; known: {', '.join(EMBEDDERS)}"
 
 
 def make_embedder(spec: str | Embedder = "hashed", **params: Any) -> Embedder:
@@ -235,7 +252,7 @@ def make_embedder(spec: str | Embedder = "hashed", **params: Any) -> Embedder:
     name, _, rest = spec.partition(":")
     name = {"st": "sentence-transformers", "": "hashed"}.get(name, name)
     if name not in EMBEDDERS:
-        raise StoreError(f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}")
+        raise StoreError(_unknown(name))
     arguments: dict[str, Any] = {}
     for index, part in enumerate(p for p in rest.split(",") if p):
         key, equals, value = part.partition("=")
@@ -267,7 +284,7 @@ def load_embedder(record: dict[str, Any], state: dict[str, np.ndarray] | None = 
     """Rebuild the embedder a store manifest describes (``{"name": ..., "params": {...}}``)."""
     name = record.get("name")
     if name not in EMBEDDERS:
-        raise StoreError(f"unknown embedder {name!r} in store manifest")
+        raise StoreError(f"store manifest: {_unknown(name)}")
     embedder = EMBEDDERS[name](**record.get("params", {}))
     if state:
         embedder.load_state(state)
