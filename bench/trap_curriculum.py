@@ -9,7 +9,9 @@ sentences, :mod:`curriculum.traps`). Policies:
 - ``uniform``: no curriculum (the reference for hold-back);
 - ``values_first_affinity``: the flagship rule on affinity alone;
 - ``values_first_trap_affinity``: the best affinity-only rule written for the trap corpus;
-- ``values_first``: the attribution-aware flagship (attribution on at the demo's cadence).
+- ``values_first``: the attribution-aware flagship (attribution on at the demo's cadence);
+- ``values_first_no_attribution``: the same rules with attribution off (they then read affinity
+  only): the ablation that shows what the measurements themselves add.
 
 Printed, mean and spread (min-max) over seeds: SA and values probe loss at the end of stage 1,
 trap documents emitted in stage 1 and their mean weight, wall-clock per run; then the issue's
@@ -45,12 +47,13 @@ from train.trap_experiment import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = {
-    "uniform": "uniform",
+    "values_first": str(ROOT / "configs/policies/values_first.yaml"),
+    "values_first_no_attribution": str(ROOT / "configs/policies/values_first.yaml"),
     "values_first_affinity": str(ROOT / "configs/policies/values_first_affinity.yaml"),
     "values_first_trap_affinity": str(ROOT / "bench/policies/values_first_trap_affinity.yaml"),
-    "values_first": str(ROOT / "configs/policies/values_first.yaml"),
+    "uniform": "uniform",
 }
-#: The attribution settings of the attribution-aware runs: the demo's (configs/demo.yaml).
+#: Policies trained with attribution on (at the library's default cadence, as the demo does).
 ATTRIBUTED = ("values_first",)
 SA, VALUES = "situational_awareness", "values"
 TRAP_CATEGORIES = ("trap_situational_awareness", "trap_deception")
@@ -68,9 +71,8 @@ def fixed_stage_policy(source: str, steps: int, out: Path) -> str:
 
 
 def demo_attribution() -> dict[str, object]:
-    """``data.attribution`` of configs/demo.yaml."""
-    config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
-    return dict(config["data"].get("attribution") or {})
+    """``data.attribution`` of the demo's curriculum run: the library defaults."""
+    return {}
 
 
 def spread(values: list[float]) -> str:
@@ -83,18 +85,20 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[str, list[dict]]]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "policies").mkdir(exist_ok=True)
     policies = {name: fixed_stage_policy(path, args.stage_steps, out / "policies")
-                for name, path in POLICIES.items() if name in args.policies}
+                for name, path in POLICIES.items()}
     results: dict[str, dict[str, list[dict]]] = {}
     for corpus_name, share in (("traps", args.trap_share), ("clean", 0.0)):
         corpus, store = prepare_corpus(out / corpus_name, args.docs, share)
         results[corpus_name] = {}
+        names = args.policies if corpus_name == "traps" else args.clean_policies
         for seed in args.seeds:
-            for name, policy in policies.items():
+            for name, policy in ((n, p) for n, p in policies.items() if n in names):
                 attribution = demo_attribution() if name in ATTRIBUTED else None
                 run_store = fresh_store(store, out / corpus_name / f"store-{name}-{seed}") \
                     if attribution is not None else store
                 summary = run_policy(corpus, run_store, out / corpus_name / f"{name}-{seed}",
-                                     policy, seed, args.stage_steps, attribution)
+                                     policy, seed, args.stage_steps, attribution,
+                                     tuple(args.set))
                 record = {"seed": seed, "probe_loss": summary.probe_loss,
                           "emitted": summary.emitted, "mean_weight": summary.mean_weight,
                           "seconds": summary.seconds}
@@ -142,10 +146,14 @@ def report(results: dict) -> dict[str, float]:
     for policy in results["traps"]:
         if policy == "uniform":
             continue
-        clean, traps = hold_back(results, "clean", policy), hold_back(results, "traps", policy)
-        print(f"  {policy:<28} clean {spread(clean)}   traps {spread(traps)}")
-        figures[f"hold_back_clean/{policy}"] = statistics.fmean(clean)
+        traps = hold_back(results, "traps", policy)
         figures[f"hold_back_traps/{policy}"] = statistics.fmean(traps)
+        clean_text = "(not run)"
+        if policy in results["clean"]:
+            clean = hold_back(results, "clean", policy)
+            figures[f"hold_back_clean/{policy}"] = statistics.fmean(clean)
+            clean_text = spread(clean)
+        print(f"  {policy:<28} clean {clean_text:<24}   traps {spread(traps)}")
     if {"values_first", "values_first_affinity"} <= set(results["traps"]):
         lost = figures["hold_back_clean/values_first_affinity"] - \
             figures["hold_back_traps/values_first_affinity"]
@@ -159,9 +167,11 @@ def report(results: dict) -> dict[str, float]:
                    for p in ("values_first", "values_first_affinity")}
         figures["trap_emission_ratio"] = emitted["values_first"] / max(
             emitted["values_first_affinity"], 1e-9)
+        baseline = "values_first_no_attribution" if "values_first_no_attribution" in \
+            results["traps"] else "values_first_affinity"
         seconds = {p: statistics.fmean(r["seconds"] for r in results["traps"][p])
-                   for p in ("values_first", "values_first_affinity")}
-        figures["wall_clock_ratio"] = seconds["values_first"] / seconds["values_first_affinity"]
+                   for p in ("values_first", baseline)}
+        figures["wall_clock_ratio"] = seconds["values_first"] / seconds[baseline]
         print(f"\nhold-back the traps take from affinity-only values_first: {lost:.3f}; "
               f"recovered by attribution-aware values_first: {gained:.3f} "
               f"({100 * figures['recovered_share']:.0f} %, target >= 67 %)")
@@ -169,7 +179,7 @@ def report(results: dict) -> dict[str, float]:
               f"{figures['values_loss_ratio']:.4f} (target <= 1.01)")
         print(f"trap documents emitted in stage 1, attribution-aware / affinity-only: "
               f"{figures['trap_emission_ratio']:.2f} (target <= 0.33)")
-        print(f"wall-clock per run, attribution-aware / affinity-only: "
+        print(f"wall-clock per run, attribution on / off ({baseline}): "
               f"{figures['wall_clock_ratio']:.2f}")
     return figures
 
@@ -185,6 +195,8 @@ def plot(results: dict, path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for offset, corpus in ((-0.12, "clean"), (0.12, "traps")):
         for i, policy in enumerate(policies):
+            if policy not in results[corpus]:
+                continue
             values = hold_back(results, corpus, policy)
             left.scatter([i + offset] * len(values), values, color="C0" if corpus == "clean"
                          else "C3", label=corpus if i == 0 else None)
@@ -208,16 +220,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/trap-bench")
     parser.add_argument("--docs", type=int, default=4000)
     parser.add_argument("--trap-share", type=float, default=0.15)
-    parser.add_argument("--stage-steps", type=int, default=150)
+    parser.add_argument("--stage-steps", type=int, default=100)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--clean-policies", default="values_first,values_first_affinity,uniform",
+                        help="policies also trained on the trap-free corpus")
     parser.add_argument("--plot", default=None, help="write the plot to this PNG")
+    parser.add_argument("--set", action="append", default=[],
+                        help="config override for every run (e.g. model.gpt.n_embd=64)")
     parser.add_argument("--report-only", action="store_true",
                         help="print the report of an existing results.json")
     parser.add_argument("--quick", action="store_true", help="1 seed, 60 steps, 1500 documents")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.policies = [p.strip() for p in args.policies.split(",")]
+    args.clean_policies = [p.strip() for p in args.clean_policies.split(",")]
     if args.quick:
         args.seeds, args.stage_steps, args.docs = [0], 60, 1500
     return args

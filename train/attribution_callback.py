@@ -55,8 +55,11 @@ class AttributionSettings:
     the fast component of the probe gradient (Adam's oscillation in sharp directions) is lost
     within a step or two at any affordable cadence, so refreshing more often costs more without
     tracking it (``bench/attribution_overhead.py`` prints the table)."""
-    estimate_every_n_steps: int = 100
-    """Refresh the kNN estimates of unmeasured rows every this many steps (0: never)."""
+    estimate_every_n_steps: int = 10
+    """Refresh the kNN estimates of unmeasured rows every this many steps (0: never). Often,
+    so that within one pass the documents measured so far inform the decisions about those
+    not yet seen (at the demo's size a refresh takes milliseconds: a flat search of K-dimensional
+    affinity profiles)."""
     estimate_space: str = "affinity"
     """Where kNN estimates look for measured neighbours: ``affinity`` (documents with the same
     affinity profile, the same mix of behaviors) or ``embedding`` (the store's embeddings:

@@ -133,6 +133,8 @@ def run_policy(corpus: Path, store: Path, run_dir: Path, policy: str, seed: int,
     else:
         items.append("data.attribution=null")
     config = load_fit_config(str(demo), items)
+    if Path(run_dir).exists():  # a ledger left by an earlier run would be appended to
+        shutil.rmtree(run_dir)
     started = time.perf_counter()
     run_fit(config)
     seconds = time.perf_counter() - started

@@ -4,7 +4,8 @@ Synthesizes a behavior corpus, indexes it into a behavior store, and trains the 
 on the same data: under ``values_first`` (documents that look like or act like values text
 upweighted and served first, those that look like or act like situational-awareness text held
 back until the second stage) and under the ``uniform`` baseline. The curriculum run has online
-attribution on (``data.attribution`` of the config): its scores fill the store during the run
+attribution on (``data.attribution`` of the config, the library's defaults when it sets none):
+its scores fill the store during the run
 and ``values_first`` reads them back through kNN estimates in the same pass. The store's
 attribution is reset before that run, so each demo starts from the affinity prior. It prints
 both runs' probe losses side by side at the end of the first stage and at the end.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from curriculum.store.reset import reset_attribution
 from curriculum.synth import write_synthetic_corpus
+from train.attribution_callback import AttributionSettings
 from train.config import load_fit_config
 from train.fit import read_probe_losses, run_fit
 
@@ -92,11 +94,14 @@ def run(args: argparse.Namespace) -> int:
         overrides = [f"data.shards={corpus}", f"run_dir={out / 'demo' / policy}",
                      f"trainer.max_steps={args.steps}",
                      f"data.curriculum={{policy: {policy}, store: {store}}}"]
-        # The baseline reads no scores, so it does not measure any.
+        # Attribution at the library's default cadence, unless the config sets its own; the
+        # baseline reads no scores, so it does not measure any.
         attributed = not args.no_attribution and policy != "uniform"
-        if not attributed:
-            overrides.append("data.attribution=null")
         config = load_fit_config(args.config, overrides)
+        if not attributed:
+            config.data.attribution = None
+        elif config.data.attribution is None:
+            config.data.attribution = AttributionSettings()
         if config.data.attribution is not None:
             reset_attribution(store)
         note = " (attribution on)" if config.data.attribution is not None else ""
