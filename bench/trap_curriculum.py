@@ -122,8 +122,9 @@ def hold_back(results: dict, corpus: str, policy: str) -> list[float]:
     return [mine[s] - base[s] for s in sorted(mine)]
 
 
-def traps_emitted(records: list[dict]) -> list[float]:
-    return [float(sum(r["emitted"].get(c, 0) for c in TRAP_CATEGORIES)) for r in records]
+def traps_emitted(records: list[dict], categories: tuple[str, ...] = TRAP_CATEGORIES
+                  ) -> list[float]:
+    return [float(sum(r["emitted"].get(c, 0) for c in categories)) for r in records]
 
 
 def report(results: dict) -> dict[str, float]:
@@ -167,6 +168,11 @@ def report(results: dict) -> dict[str, float]:
                    for p in ("values_first", "values_first_affinity")}
         figures["trap_emission_ratio"] = emitted["values_first"] / max(
             emitted["values_first_affinity"], 1e-9)
+        sa_traps = {p: statistics.fmean(traps_emitted(results["traps"][p],
+                                                      ("trap_situational_awareness",)))
+                    for p in ("values_first", "values_first_affinity")}
+        figures["sa_trap_emission_ratio"] = sa_traps["values_first"] / max(
+            sa_traps["values_first_affinity"], 1e-9)
         baseline = "values_first_no_attribution" if "values_first_no_attribution" in \
             results["traps"] else "values_first_affinity"
         seconds = {p: statistics.fmean(r["seconds"] for r in results["traps"][p])
@@ -178,7 +184,8 @@ def report(results: dict) -> dict[str, float]:
         print(f"values probe loss, attribution-aware / affinity-only: "
               f"{figures['values_loss_ratio']:.4f} (target <= 1.01)")
         print(f"trap documents emitted in stage 1, attribution-aware / affinity-only: "
-              f"{figures['trap_emission_ratio']:.2f} (target <= 0.33)")
+              f"{figures['trap_emission_ratio']:.2f} (target <= 0.33); situational-awareness "
+              f"traps only: {figures['sa_trap_emission_ratio']:.2f}")
         print(f"wall-clock per run, attribution on / off ({baseline}): "
               f"{figures['wall_clock_ratio']:.2f}")
     return figures
@@ -194,15 +201,22 @@ def plot(results: dict, path: Path) -> None:
     policies = [p for p in results["traps"] if p != "uniform"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for offset, corpus in ((-0.12, "clean"), (0.12, "traps")):
+        labelled = False
         for i, policy in enumerate(policies):
             if policy not in results[corpus]:
                 continue
             values = hold_back(results, corpus, policy)
             left.scatter([i + offset] * len(values), values, color="C0" if corpus == "clean"
-                         else "C3", label=corpus if i == 0 else None)
-            emitted = traps_emitted(results["traps"][policy]) if corpus == "traps" else []
-            if emitted:
-                right.scatter([i] * len(emitted), emitted, color="C3")
+                         else "C3", label=None if labelled else f"{corpus} corpus")
+            labelled = True
+    for i, policy in enumerate(policies):
+        for offset, categories, color, label in (
+                (-0.1, TRAP_CATEGORIES, "C3", "all traps"),
+                (0.1, ("trap_situational_awareness",), "C1", "situational-awareness traps")):
+            emitted = traps_emitted(results["traps"][policy], categories)
+            right.scatter([i + offset] * len(emitted), emitted, color=color,
+                          label=label if i == 0 else None)
+    right.legend()
     for axis in (left, right):
         axis.set_xticks(range(len(policies)), [p.replace("values_first", "vf") for p in policies],
                         rotation=15)

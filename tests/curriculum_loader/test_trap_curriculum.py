@@ -24,7 +24,7 @@ from train.trap_experiment import (
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRAPS = ("trap_situational_awareness", "trap_deception")
-STEPS = 40
+STEPS = 60
 ATTRIBUTION = "data.attribution={every_n_steps: 1, probe_refresh_steps: 5, estimate_every_n_steps: 2}"
 
 
@@ -46,7 +46,7 @@ def _fit(corpus: Path, store: Path, run_dir: Path, policy: str, *extra: str,
         f"data.shards={corpus}", f"run_dir={run_dir}", f"trainer.max_steps={steps}",
         f"trainer.probe_every_n_steps={STEPS}", "trainer.checkpoint_every_n_steps=0",
         "data.num_workers=1", "data.probe_docs=16", "model.gpt.n_layer=1", "model.gpt.n_embd=64",
-        "model.gpt.n_head=2", "data.stream.seq_len=64", "data.stream.batch_size=8",
+        "model.gpt.n_head=2", "data.stream.seq_len=128", "data.stream.batch_size=8",
         "optim.warmup_steps=5",
         f"data.curriculum={{policy: {policy}, store: {store}, score_refresh_docs: 16}}", *extra])
     return run_fit(config)
@@ -56,13 +56,10 @@ def test_measured_attribution_picks_out_each_documents_own_category(trap_corpus,
                                                                      tmp_path) -> None:
     corpus, store = trap_corpus
     scored = fresh_store(store, tmp_path / "store")
-    # concat packing, 128-token rows (several documents each), every step scored
-    _fit(corpus, scored, tmp_path / "run", "uniform", ATTRIBUTION, "data.stream.seq_len=128",
-         steps=60)
+    _fit(corpus, scored, tmp_path / "run", "uniform", ATTRIBUTION)  # concat packing
     labels = read_labels(corpus)
     auc = own_category_auc(scored, labels)
     shuffled = own_category_auc(scored, labels, shuffle_seed=0)
-    print(auc, shuffled)
     assert min(auc.values()) >= 0.75, auc
     assert max(shuffled.values()) < 0.65, shuffled
 
@@ -72,7 +69,7 @@ def test_attribution_aware_values_first_lets_fewer_traps_through(trap_corpus, tm
     labels = read_labels(corpus)
     runs = {
         "affinity": _fit(corpus, store, tmp_path / "affinity",
-                         str(FIXTURES / "trap_affinity_values_first.yaml")),
+                         str(FIXTURES / "trap_affinity_values_first.yaml"), "data.attribution=null"),
         "attribution": _fit(corpus, fresh_store(store, tmp_path / "store"), tmp_path / "attr",
                             str(FIXTURES / "trap_attribution_values_first.yaml"), ATTRIBUTION),
     }
