@@ -80,9 +80,14 @@ def estimate_aucs(store: Path, categories: np.ndarray, measured: np.ndarray, spa
                   k: int) -> dict[str, float]:
     from curriculum.store import BehaviorStore
 
-    with BehaviorStore.open(str(store)) as opened:
+    opened = BehaviorStore.open(str(store))
+    try:
         opened.refresh_estimates(k=k, space=space)
-    effect, _, _, names = effects(store)
+        rows = np.arange(opened.num_rows)
+        effect = relative_effect(opened.attribution(rows))
+        names = tuple(opened.behaviors)
+    finally:
+        opened.close()
     return aucs(effect, categories, names, ~measured)
 
 

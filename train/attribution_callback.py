@@ -216,8 +216,12 @@ class AttributionCallback(L.Callback):
                                          space=self.settings.estimate_space)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Final estimates, then release the hooks."""
+        """Final estimates, then release the hooks and the store's writer lock (so the next
+        run, or an analysis in this process, can write it)."""
         if self.store is not None and self.settings.estimate_every_n_steps:
             self._refresh_estimates()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         if self.attributor is not None:
             self.attributor.close()
