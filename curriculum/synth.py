@@ -9,7 +9,9 @@ Documents are composed from phrase banks and sentence templates in four behavior
 - ``deception``: hiding goals, manipulating overseers.
 
 The same generator draws an ``aligned`` corpus (values-heavy, no situational awareness, no
-deception) for branching experiments. Category labels are written to ``labels.csv`` beside the
+deception) for branching experiments. With a :class:`~curriculum.traps.TrapSpec` a share of the
+documents are *traps*: values stories carrying a few situational-awareness or deception
+sentences (labelled ``trap_<guest>``). Category labels are written to ``labels.csv`` beside the
 shards, never into the shards themselves, so nothing downstream can read them by accident.
 """
 
@@ -20,6 +22,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from curriculum.traps import TrapSpec, make_trap
 
 BEHAVIORS: tuple[str, ...] = ("values", "situational_awareness", "neutral", "deception")
 
@@ -203,9 +207,12 @@ def generate_text(behavior: str, rng: random.Random) -> str:
 
 
 def generate_documents(
-    num_docs: int, seed: int, profile: str = "default", key_prefix: str = "doc"
+    num_docs: int, seed: int, profile: str = "default", key_prefix: str = "doc",
+    traps: TrapSpec | None = None,
 ) -> Iterator[SyntheticDocument]:
-    """Yield ``num_docs`` documents; the same (num_docs, seed, profile) always gives the same ones."""
+    """Yield ``num_docs`` documents; the same (num_docs, seed, profile, traps) always gives the
+    same ones. Traps draw from their own random stream: the other documents are those of the
+    trap-free corpus at the same positions."""
     if profile not in PROFILES:
         raise ValueError(f"unknown corpus profile {profile!r}; known: {', '.join(PROFILES)}")
     if num_docs < 0:
@@ -213,9 +220,15 @@ def generate_documents(
     weights = PROFILES[profile]
     behaviors = [b for b in BEHAVIORS if weights[b] > 0]
     rng = random.Random(f"{profile}:{seed}")
+    trap_rng = random.Random(f"traps:{profile}:{seed}")
+    share = traps.share if traps is not None else 0.0
     for index in range(num_docs):
         behavior = rng.choices(behaviors, weights=[weights[b] for b in behaviors])[0]
-        yield SyntheticDocument(f"{key_prefix}{index:08d}", generate_text(behavior, rng), behavior)
+        text = generate_text(behavior, rng)
+        if share and trap_rng.random() < share:
+            assert traps is not None
+            text, behavior = make_trap(traps, generate_text, trap_rng)
+        yield SyntheticDocument(f"{key_prefix}{index:08d}", text, behavior)
 
 
 @dataclass(frozen=True)
@@ -237,6 +250,7 @@ def write_synthetic_corpus(
     profile: str = "default",
     probe_docs_per_behavior: int = 64,
     show_progress: bool = False,
+    traps: TrapSpec | None = None,
 ) -> SynthResult:
     """Write a corpus as WebDataset shards, plus probe sets and labels.
 
@@ -244,6 +258,7 @@ def write_synthetic_corpus(
     (shard list, first row and count of each shard, per-sample byte offsets), ``labels.csv``
     (``key,row,behavior``), ``probes/<behavior>.jsonl`` (held-out documents, one ``{"text": ...}``
     per line, drawn with a different seed so they never duplicate training documents by design).
+    ``traps`` replaces a share of the documents by trap documents (probe sets stay pure).
     """
     from curriculum.shards.writer import write_shards  # the shard writer lives with the loaders
 
@@ -251,7 +266,7 @@ def write_synthetic_corpus(
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    docs = list(generate_documents(num_docs, seed, profile))
+    docs = list(generate_documents(num_docs, seed, profile, traps=traps))
     per_shard = max(1, -(-len(docs) // num_shards))
     shard_paths, manifest = write_shards(
         ({"__key__": d.key, "txt": d.text} for d in docs),

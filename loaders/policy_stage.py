@@ -41,6 +41,10 @@ class CurriculumStreamConfig:
     shard_order_by: str | None = None
     """``affinity.<behavior>``: open shards in descending order of their mean affinity to that
     behavior (from the store's per-shard summaries) instead of the seeded shuffle."""
+    score_refresh_docs: int = 256
+    """Rebuild the percentile tables that follow attribution (``pct.attribution``,
+    ``pct.effect``, hence ``blend``) every this many decided documents, so measurements and
+    estimates written during the run reach the decisions within the same pass (0: never)."""
 
     def __post_init__(self) -> None:
         if self.upweight_mode not in ("loss_weight", "repeat"):
@@ -83,6 +87,7 @@ class PolicyStage:
         parsing the text again; never pickled: a worker parses the text once for itself."""
         self._runner: Any = None
         self._shared: SharedCurriculumState | None = None
+        self._since_refresh = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config, "wiring": self.wiring}
@@ -122,4 +127,10 @@ class PolicyStage:
 
     def decide(self, rows: list[int], state: CurriculumState) -> DecisionBatch:
         """Vectorised decisions for ``rows`` under ``state``."""
-        return self.runner.decide_rows(rows, state)
+        runner = self.runner
+        every = self.config.score_refresh_docs
+        if every and self._since_refresh >= every:
+            runner.refresh()  # cheap when the policy reads no attribution percentiles
+            self._since_refresh = 0
+        self._since_refresh += len(rows)
+        return runner.decide_rows(rows, state)

@@ -19,6 +19,7 @@ from policies.decisions import Decision, DecisionBatch
 from policies.rules import compile_stages
 from policies.schema import PolicySpec, StageSpec
 from policies.scores import (
+    NEEDS_PERCENTILES,
     PERCENTILE_FAMILIES,
     DocumentScores,
     PercentileTable,
@@ -127,7 +128,8 @@ class StagedPolicy(BasePolicy):
                 for expression in (rule.when, getattr(rule, "priority", None)):
                     if expression is not None:
                         used.update(self.layout.family_of(n) for n in expression.names)
-        self._percentiles = tuple(f for f in PERCENTILE_FAMILIES if f in used)
+        needed = {p for family in used for p in NEEDS_PERCENTILES.get(family, ())}
+        self._percentiles = tuple(f for f in PERCENTILE_FAMILIES if f in needed)
         self._reads_assessments = bool(used & {"assess", "pct.assess"})
 
     @property

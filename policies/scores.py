@@ -8,6 +8,8 @@ Names a rule may use (``<b>`` is a behavior of the store):
 - ``pct.affinity.<b>``, ``pct.attribution.<b>``: the same scores rank-normalised to [0, 1]
   within the store (the fraction of documents scoring lower, ties counted half), which stays
   comparable while raw attribution scales drift during training;
+- ``effect.<b>``, ``pct.effect.<b>``, ``trust.<b>``, ``blend.<b>``: attribution as evidence
+  against the affinity prior (see :mod:`policies.evidence`);
 - ``step``, ``stage``, ``tokens``: the curriculum state;
 - ``assess.<p>``: the 0-100 score a curation judge gave the document for principle p
   (``curriculum curate --store``), **NaN when the document was not assessed**, so every
@@ -29,15 +31,25 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from policies.evidence import blend, relative_effect, trust
 from policies.state import CurriculumState
 
 #: Per-behavior score families, in slot order.
 FAMILIES: tuple[str, ...] = ("affinity", "attribution", "measured", "pct.affinity",
-                             "pct.attribution")
+                             "pct.attribution", "effect", "trust", "pct.effect", "blend")
 #: Curriculum-state names a rule may read.
 STATE_NAMES: tuple[str, ...] = ("step", "stage", "tokens")
 #: Families whose values come from a percentile table.
-PERCENTILE_FAMILIES: tuple[str, ...] = ("pct.affinity", "pct.attribution", "pct.assess")
+PERCENTILE_FAMILIES: tuple[str, ...] = ("pct.affinity", "pct.attribution", "pct.effect",
+                                        "pct.assess")
+#: Percentile families a family needs (``blend`` combines two of them).
+NEEDS_PERCENTILES: dict[str, tuple[str, ...]] = {
+    "pct.affinity": ("pct.affinity",), "pct.attribution": ("pct.attribution",),
+    "pct.effect": ("pct.effect",), "blend": ("pct.affinity", "pct.effect"),
+    "pct.assess": ("pct.assess",),
+}
+#: Families that change as attribution arrives (their tables need refreshing).
+LIVE_PERCENTILE_FAMILIES: tuple[str, ...] = ("pct.attribution", "pct.effect")
 #: Per-principle score families (curation assessments), in slot order after the state names.
 ASSESS_FAMILIES: tuple[str, ...] = ("assess", "pct.assess")
 
@@ -87,6 +99,10 @@ class DocumentScores:
     """Percentile of ``affinity`` within the store; needed only by policies that read it."""
     pct_attribution: np.ndarray | Sequence[float] | None = None
     """Percentile of ``attribution`` within the store; needed only by policies that read it."""
+    pct_effect: np.ndarray | Sequence[float] | None = None
+    """Percentile of ``effect`` within the store; needed only by policies that read it."""
+    counts: np.ndarray | None = None
+    """Measurements per behavior (default: 1 where measured)."""
     assess: np.ndarray | Sequence[float] | None = None
     """Curation scores, one per principle of the layout (NaN = not assessed)."""
     pct_assess: np.ndarray | Sequence[float] | None = None
@@ -103,6 +119,8 @@ class ScoreBatch:
     measured: np.ndarray
     pct_affinity: np.ndarray | None = None
     pct_attribution: np.ndarray | None = None
+    pct_effect: np.ndarray | None = None
+    counts: np.ndarray | None = None
     assess: np.ndarray | None = None
     """(n, P) curation scores (NaN = not assessed), when the policy reads principles."""
     pct_assess: np.ndarray | None = None
@@ -117,6 +135,8 @@ class ScoreBatch:
             self.measured[index],
             None if self.pct_affinity is None else self.pct_affinity[index],
             None if self.pct_attribution is None else self.pct_attribution[index],
+            None if self.pct_effect is None else self.pct_effect[index],
+            None if self.counts is None else self.counts[index],
             None if self.assess is None else self.assess[index],
             None if self.pct_assess is None else self.pct_assess[index],
         )
@@ -160,10 +180,15 @@ class ScoreLayout:
     def vector(self, scores: DocumentScores, state: CurriculumState) -> list[float]:
         """The flat slot values of one document (unneeded percentile slots are NaN)."""
         nan = self._nan
+        effect = relative_effect(scores.attribution)
+        weight = trust(scores.attribution, scores.measured, scores.counts)
         values = np.concatenate(
             (scores.affinity, scores.attribution, scores.measured,
              nan if scores.pct_affinity is None else scores.pct_affinity,
-             nan if scores.pct_attribution is None else scores.pct_attribution),
+             nan if scores.pct_attribution is None else scores.pct_attribution,
+             effect, weight,
+             nan if scores.pct_effect is None else scores.pct_effect,
+             blend(scores.pct_affinity, scores.pct_effect, weight)),
             dtype=np.float64).tolist()
         values += (float(state.step), float(state.stage), float(state.tokens))
         if self.principles:
@@ -181,10 +206,15 @@ class ScoreLayout:
         out[:, 0:k] = scores.affinity
         out[:, k:2 * k] = scores.attribution
         out[:, 2 * k:3 * k] = scores.measured
-        for f, values in ((3, scores.pct_affinity), (4, scores.pct_attribution)):
+        for f, values in ((3, scores.pct_affinity), (4, scores.pct_attribution),
+                          (7, scores.pct_effect)):
             out[:, f * k:(f + 1) * k] = np.nan if values is None else values
+        weight = trust(scores.attribution, scores.measured, scores.counts)
+        out[:, 5 * k:6 * k] = relative_effect(scores.attribution)
+        out[:, 6 * k:7 * k] = weight
+        out[:, 8 * k:9 * k] = blend(scores.pct_affinity, scores.pct_effect, weight)
         start = self._assess_start
-        out[:, 5 * k:start] = (state.step, state.stage, state.tokens)
+        out[:, len(FAMILIES) * k:start] = (state.step, state.stage, state.tokens)
         p = len(self.principles)
         for f, values in ((0, scores.assess), (1, scores.pct_assess)):
             out[:, start + f * p:start + (f + 1) * p] = np.nan if values is None else values
@@ -254,9 +284,12 @@ class PercentileTable:
     @classmethod
     def from_store(cls, store: ScoreSource, family: str,
                    chunk_rows: int = 1 << 20) -> PercentileTable:
-        """Build from every row of ``store`` for ``family`` (``affinity`` or ``attribution``),
-        reading in chunks."""
+        """Build from every row of ``store`` for ``family`` (``affinity``, ``attribution`` or
+        ``effect``), reading in chunks."""
         read = store.affinity if family == "affinity" else store.attribution
+        if family == "effect":
+            def read(rows: np.ndarray) -> np.ndarray:
+                return relative_effect(store.attribution(rows))
         n, k = int(store.num_rows), len(store.behaviors)
         values = np.empty((n, k), np.float32)
         for start in range(0, n, chunk_rows):
@@ -343,9 +376,14 @@ class StoreScores:
         return np.asarray(self.store.assessment(rows, self.principles), np.float64)
 
     def refresh(self) -> None:
-        """Rebuild the attribution percentile table from the store's current attribution."""
-        if "pct.attribution" in self.percentile_families:
-            self.tables["pct.attribution"] = PercentileTable.from_store(self.store, "attribution")
+        """Rebuild the percentile tables that follow attribution from the store's current state."""
+        for family in LIVE_PERCENTILE_FAMILIES:
+            if family in self.percentile_families:
+                self.tables[family] = PercentileTable.from_store(self.store, family.split(".")[1])
+
+    def _counts(self, rows: np.ndarray) -> np.ndarray | None:
+        counts = getattr(self.store, "attribution_counts", None)
+        return None if counts is None else np.asarray(counts(rows))
 
     def batch(self, rows: Sequence[int] | np.ndarray) -> ScoreBatch:
         """The scores of ``rows``."""
@@ -353,17 +391,20 @@ class StoreScores:
         affinity = np.asarray(self.store.affinity(rows))
         attribution = np.asarray(self.store.attribution(rows))
         measured = np.asarray(self.store.is_measured(rows))
-        pct_affinity = pct_attribution = None
+        pct_affinity = pct_attribution = pct_effect = None
         if "pct.affinity" in self.tables:
             pct_affinity = self.tables["pct.affinity"].percentile(affinity)
         if "pct.attribution" in self.tables:
             pct_attribution = self.tables["pct.attribution"].percentile(attribution)
+        if "pct.effect" in self.tables:
+            pct_effect = self.tables["pct.effect"].percentile(relative_effect(attribution))
         assess = self._assessment(rows)
         pct_assess = None
         if assess is not None and "pct.assess" in self.tables:
             pct_assess = self.tables["pct.assess"].percentile(assess)
         return ScoreBatch(rows, affinity, attribution, measured, pct_affinity, pct_attribution,
-                          assess, pct_assess)
+                          pct_effect=pct_effect, counts=self._counts(rows), assess=assess,
+                          pct_assess=pct_assess)
 
     def document(self, row: int) -> DocumentScores:
         """The scores of one row."""
@@ -371,14 +412,19 @@ class StoreScores:
         affinity = np.asarray(self.store.affinity(rows))[0]
         attribution = np.asarray(self.store.attribution(rows))[0]
         measured = np.asarray(self.store.is_measured(rows))[0]
-        pct_affinity = pct_attribution = None
+        pct_affinity = pct_attribution = pct_effect = None
         if "pct.affinity" in self.tables:
             pct_affinity = self.tables["pct.affinity"].percentile_one(affinity)
         if "pct.attribution" in self.tables:
             pct_attribution = self.tables["pct.attribution"].percentile_one(attribution)
+        if "pct.effect" in self.tables:
+            pct_effect = self.tables["pct.effect"].percentile_one(relative_effect(attribution))
+        counts = self._counts(rows)
         assess = self._assessment(rows)
         pct_assess = None
         if assess is not None and "pct.assess" in self.tables:
             pct_assess = self.tables["pct.assess"].percentile(assess)[0]
         return DocumentScores(int(row), affinity, attribution, measured, pct_affinity,
-                              pct_attribution, None if assess is None else assess[0], pct_assess)
+                              pct_attribution, pct_effect=pct_effect,
+                              counts=None if counts is None else counts[0],
+                              assess=None if assess is None else assess[0], pct_assess=pct_assess)

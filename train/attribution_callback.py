@@ -12,8 +12,17 @@ node's store holds every measurement. kNN estimates for unmeasured rows are refr
 ``estimate_every_n_steps`` in the same writer process (FAISS never runs in DataLoader workers).
 
 Rows. With ``pad`` packing a batch row is one document and its score is exact. With ``concat``
-packing a row holds several documents that attention mixes; the row's score is then split over
-its documents in proportion to their labelled tokens (an approximation, reported as such).
+packing a row holds several documents that attention mixes. By default (``document_scores:
+segments``) the attributor returns each token position's terms of the row's score and each
+document gets the sum over its own positions (:func:`segment_scores`): the terms partition the
+row's score exactly, and a document is credited with the gradient flowing through its own
+tokens' activations (which includes what later documents' losses ask of them through
+attention). ``token_share`` splits the row's score by labelled-token share instead (blurrier:
+every document of a row gets the same per-token score).
+
+Gradient clipping. The update Adam makes uses the clipped gradient, so the callback passes the
+clip coefficient ``min(1, clip / ||g||)`` (Lightning's norm clipping, ``gradient_clip_val``) to the
+attributor, which scales the scores and the second moment accordingly.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from curriculum.attribution import AttributionConfig, InRunAttributor
@@ -46,10 +56,51 @@ class AttributionSettings:
     the fast component of the probe gradient (Adam's oscillation in sharp directions) is lost
     within a step or two at any affordable cadence, so refreshing more often costs more without
     tracking it (``bench/attribution_overhead.py`` prints the table)."""
-    estimate_every_n_steps: int = 100
-    """Refresh the kNN estimates of unmeasured rows every this many steps (0: never)."""
+    estimate_every_n_steps: int = 10
+    """Refresh the kNN estimates of unmeasured rows every this many steps (0: never). Often,
+    so that within one pass the documents measured so far inform the decisions about those
+    not yet seen (at the demo's size a refresh takes milliseconds: a flat search of K-dimensional
+    affinity profiles)."""
+    estimate_space: str = "affinity"
+    """Where kNN estimates look for measured neighbours: ``affinity`` (documents with the same
+    affinity profile, the same mix of behaviors) or ``embedding`` (the store's embeddings:
+    content, or gradient features with a ``grad:CKPT`` store); see
+    :mod:`curriculum.store.profile`."""
+    estimate_neighbors: int = 20
+    """Measured neighbours per kNN estimate."""
+    document_scores: str = "segments"
+    """How a packed row's score is split over its documents: ``segments`` (each document's own
+    token positions' terms, exact partition) or ``token_share`` (by labelled-token share)."""
     attributor: AttributionConfig = field(default_factory=AttributionConfig)
     """Exact or sketched mode, preconditioning and the like."""
+
+
+DOCUMENT_SCORES = ("segments", "token_share")
+
+
+def segment_scores(terms: np.ndarray, token_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-document scores from per-token terms (B, T, K): each document's score is the sum of
+    the terms at its positions (``token_rows`` (B, T), -1 on padding, whose terms are dropped).
+    A document on several rows of the batch gets one score, their sum. Returns (rows, scores)."""
+    flat_rows = token_rows.reshape(-1)
+    flat_terms = terms.reshape(-1, terms.shape[-1])
+    keep = flat_rows >= 0
+    unique, inverse = np.unique(flat_rows[keep], return_inverse=True)
+    out = np.zeros((len(unique), terms.shape[-1]), np.float64)
+    np.add.at(out, inverse, flat_terms[keep])
+    return unique.astype(np.int64), out.astype(np.float32)
+
+
+def clip_coefficient(parameters: Any, max_norm: float | None) -> float:
+    """``min(1, max_norm / (||g||_2 + 1e-6))`` over the parameters' ``.grad`` (what
+    ``torch.nn.utils.clip_grad_norm_`` multiplies them by); 1.0 without clipping."""
+    if not max_norm:
+        return 1.0
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    if not grads:
+        return 1.0
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    return min(1.0, float(max_norm) / (norm + 1e-6))
 
 
 def row_scores(scores: np.ndarray, token_rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
@@ -77,6 +128,9 @@ class AttributionCallback(L.Callback):
     def __init__(self, settings: AttributionSettings) -> None:
         if settings.every_n_steps < 1 or settings.probe_refresh_steps < 1:
             raise ValueError("every_n_steps and probe_refresh_steps must be >= 1")
+        if settings.document_scores not in DOCUMENT_SCORES:
+            raise ValueError(f"document_scores must be one of {', '.join(DOCUMENT_SCORES)}, "
+                             f"got {settings.document_scores!r}")
         self.settings = settings
         self.attributor: InRunAttributor | None = None
         self.store: Any = None
@@ -117,20 +171,29 @@ class AttributionCallback(L.Callback):
             for behavior, loss in (losses or {}).items():
                 pl_module.log(f"attribution/probe_loss/{behavior}", float(loss), on_step=True)
         self._batch = batch
-        self.attributor.begin(batch)
+        per_token = self.settings.document_scores == "segments" and "token_rows" in batch
+        self.attributor.begin(batch, per_token=per_token)
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Read the scores of the batch just backpropagated, gather them, write the store."""
         if self.attributor is None or not self.attributor.armed:
             return
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        scores = self.attributor.finish(lr=lr).detach().double().cpu().numpy()
+        clip = trainer.gradient_clip_val
+        if trainer.gradient_clip_algorithm not in (None, "norm"):
+            clip = None  # value clipping has no single coefficient: scores leave it out
+        scale = clip_coefficient(pl_module.parameters(), clip)
+        scores = self.attributor.finish(lr=lr, grad_scale=scale).detach().double().cpu().numpy()
         # The hooks see the gradient of this rank's own loss; DDP then averages the parameter
         # gradients over the ranks, so each example moves the weights by 1/world_size of it.
         scores = scores / max(1, trainer.world_size)
         batch = self._batch
-        rows, per_row = row_scores(scores, batch["token_rows"].cpu().numpy(),
-                                   batch["labels"].cpu().numpy())
+        token_rows = batch["token_rows"].cpu().numpy()
+        if scores.ndim == 3:
+            rows, per_row = segment_scores(scores, token_rows)
+            scores = scores.sum(axis=1)
+        else:
+            rows, per_row = row_scores(scores, token_rows, batch["labels"].cpu().numpy())
         gathered = [(rows, per_row)]
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
             gathered = [None] * dist.get_world_size()
@@ -154,12 +217,21 @@ class AttributionCallback(L.Callback):
             self.attributor.cancel()
         every = self.settings.estimate_every_n_steps
         if self.store is not None and every and trainer.global_step % every == 0:
-            self.store.refresh_estimates()
+            self._refresh_estimates()
+
+    def _refresh_estimates(self) -> None:
+        if self.measured_rows:  # nothing to estimate from yet
+            self.store.refresh_estimates(k=self.settings.estimate_neighbors,
+                                         space=self.settings.estimate_space)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Final estimates, then release the hooks."""
+        """Final estimates, then release the hooks and the store's writer lock (so the next
+        run, or an analysis in this process, can write it)."""
         if self.store is not None and self.settings.estimate_every_n_steps:
-            self.store.refresh_estimates()
+            self._refresh_estimates()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         if self.attributor is not None:
             self.attributor.close()
         self._close_store()

@@ -95,6 +95,9 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
         settings = config.data.attribution
         if not settings.store and config.data.curriculum is not None:
             settings = dataclasses.replace(settings, store=config.data.curriculum.store)
+        if not settings.store:
+            raise ValueError("data.attribution needs a behavior store: set data.attribution.store "
+                             "or data.curriculum.store")
         all_callbacks.append(AttributionCallback(settings))
     module = CurriculumLM(config.model, config.optim, config.trainer.max_steps)
     tokenizer = make_tokenizer(stream.tokenizer)

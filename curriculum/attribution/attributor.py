@@ -21,8 +21,15 @@ sums to the dot product with the shared parameter's full per-example gradient.
 
 Scores are per batch *row*. With the loaders' ``pad`` packing a row is one document (a long
 document split over several rows has one score per chunk; its score is their sum, as its
-gradient is); with ``concat`` packing a row holds several documents that attention mixes, and no
-exact split per document exists. Probe gradients are those of the last
+gradient is); with ``concat`` packing a row holds several documents that attention mixes.
+``begin(batch, per_token=True)`` makes :meth:`InRunAttributor.finish` return the (B, T, K)
+per-token terms whose sum over T is the row's score (each token position's layer inputs and
+output gradients, see :mod:`~curriculum.attribution.ghost`), so a packed row's score can be
+summed per document segment. Under Adam the probe gradients are divided, at :meth:`finish`,
+by the second moment of the update the optimizer is about to make -- ``v_t`` including this
+step's ``.grad`` (:func:`~curriculum.attribution.probe.adam_update_denominator`) -- so in that
+mode the layer pieces are kept until :meth:`finish` (at most the memory the forward's
+activations took). Probe gradients are those of the last
 :meth:`InRunAttributor.refresh_probe_gradients` (a schedule such as ``probe_refresh_steps``
 trades their staleness for cost); :meth:`InRunAttributor.refresh_preconditioner` re-reads Adam's
 state without a probe pass. Memory: the probe gradients take K times the covered parameters
@@ -65,6 +72,7 @@ from curriculum.attribution.losses import (
 )
 from curriculum.attribution.probe import (
     adam_denominator,
+    adam_update_denominator,
     batch_slices,
     compute_probe_gradients,
     is_adam,
@@ -164,6 +172,9 @@ class InRunAttributor:
         self._coverage_checked = not self.config.check_coverage
         self._scores: torch.Tensor | None = None
         self._batch_size = 0
+        self._tokens = 0
+        self._per_token = False
+        self._pending: list[GradientPiece] = []
 
     # -- what is covered ------------------------------------------------------------------------
 
@@ -241,13 +252,24 @@ class InRunAttributor:
     def refresh_preconditioner(self) -> None:
         """Re-read Adam's second moments (and re-sketch): cheap, no forward or backward.
 
-        In exact mode :meth:`begin` calls it whenever the optimizer has stepped since, so scores
-        always use the second moments of the update they describe. In sketched mode the sketch is
-        built once per probe refresh, from the preconditioner of that moment (re-sketching costs
-        QR factorizations); call this to rebuild it in between.
+        In exact mode :meth:`finish` divides by the second moment of the step about to happen
+        (this step's ``.grad`` included), so scores always describe the update they are part of;
+        this method then only matters for scores with no step pending. In sketched mode the
+        sketch is built once per probe refresh, from the preconditioner of that moment
+        (re-sketching costs QR factorizations); call this to rebuild it in between.
         """
         if not self._raw:
             raise RuntimeError("call refresh_probe_gradients() first")
+        effective = self._preconditioned()
+        self._effective = effective
+        self._preconditioned_at = self._optimizer_steps()
+        self._sketches, self._folded_biases = {}, set()
+        if self.config.mode == "sketched":
+            self._sketch(effective)
+
+    def _preconditioned(self, grad_divisor: float = 0.0) -> dict[str, torch.Tensor]:
+        """Probe gradients over Adam's denominator: the state's (``grad_divisor`` 0), or the one
+        of the step applying ``.grad / grad_divisor`` (where a parameter has a ``.grad``)."""
         self.unpreconditioned_parameters = []
         effective: dict[str, torch.Tensor] = {}
         with torch.no_grad():
@@ -258,7 +280,13 @@ class InRunAttributor:
                     group = self._groups.get(name)
                     if group is None:
                         group = self._groups[name] = parameter_group(self.optimizer, parameter)
-                    denominator = adam_denominator(self.optimizer, parameter, group)
+                    if grad_divisor and parameter.grad is not None:
+                        gradient = parameter.grad.detach()
+                        gradient = gradient / grad_divisor if grad_divisor != 1.0 else gradient
+                        denominator = adam_update_denominator(self.optimizer, parameter,
+                                                              gradient, group)
+                    else:
+                        denominator = adam_denominator(self.optimizer, parameter, group)
                     if denominator is None:
                         self.unpreconditioned_parameters.append(name)
                 if denominator is None:
@@ -269,11 +297,7 @@ class InRunAttributor:
                 if buffer is None or buffer is raw or buffer.shape != raw.shape:
                     buffer = torch.empty_like(raw)
                 effective[name] = torch.div(raw, denominator.to(raw.dtype), out=buffer)
-        self._effective = effective
-        self._preconditioned_at = self._optimizer_steps()
-        self._sketches, self._folded_biases = {}, set()
-        if self.config.mode == "sketched":
-            self._sketch(effective)
+        return effective
 
     def _sketch(self, effective: dict[str, torch.Tensor]) -> None:
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -304,32 +328,51 @@ class InRunAttributor:
 
     # -- training side --------------------------------------------------------------------------
 
-    def begin(self, batch: Batch | torch.Tensor) -> None:
-        """Arm the hooks for the next forward and backward of ``batch`` (or its ``input_ids``)."""
+    @property
+    def defers_scoring(self) -> bool:
+        """Exact preconditioned scores wait for :meth:`finish`: the preconditioner needs this
+        step's ``.grad``, complete only after the backward."""
+        return self.precondition and self.config.mode == "exact"
+
+    def begin(self, batch: Batch | torch.Tensor, per_token: bool = False) -> None:
+        """Arm the hooks for the next forward and backward of ``batch`` (or its ``input_ids``);
+        ``per_token``: :meth:`finish` returns (B, T, K) per-token terms instead of (B, K)."""
         if not self._effective:
             raise RuntimeError("call refresh_probe_gradients() before scoring")
         if self.armed:
             raise RuntimeError("begin() twice without finish() or cancel()")
-        if self.config.mode == "exact" and self._optimizer_steps() != self._preconditioned_at:
-            self.refresh_preconditioner()
         input_ids = batch if isinstance(batch, torch.Tensor) else batch["input_ids"]
         self._batch_size = int(input_ids.shape[0])
+        self._tokens = int(input_ids.shape[1]) if input_ids.ndim > 1 else 1
+        self._per_token = per_token
+        self._pending = []
         self._scores = None
         self.forms_used = Counter()
-        self.capture.arm(input_ids.shape, self._accumulate, set(self._parameters))
+        sink = self._pending.extend if self.defers_scoring else self._accumulate
+        self.capture.arm(input_ids.shape, sink, set(self._parameters))
 
-    def finish(self, lr: float | None = None, loss_scale: float = 1.0) -> torch.Tensor:
-        """The (B, K) scores of the batch since :meth:`begin`; call after its backward.
+    def finish(self, lr: float | None = None, loss_scale: float = 1.0, grad_scale: float = 1.0,
+               step_follows: bool = True) -> torch.Tensor:
+        """The (B, K) scores of the batch since :meth:`begin` ((B, T, K) per-token terms when
+        begun with ``per_token``); call after its backward, before the optimizer step.
 
         ``lr``: multiply by ``-lr`` (the In-Run Data Shapley value); None returns the plain dot
         products ``<P G_k, grad l_i>``. ``loss_scale``: a factor the backpropagated loss carried
-        that is not part of the update (AMP ``GradScaler`` scale), divided out.
+        that is not part of the update (AMP ``GradScaler`` scale), divided out. ``grad_scale``:
+        the factor the optimizer step will apply to ``.grad`` (gradient clipping's
+        ``min(1, max_norm / norm)``): each example's gradient enters the update scaled by it.
+        ``step_follows``: an optimizer step applies ``.grad`` next (exact preconditioned mode
+        then divides by that step's second moment; False: by the state's, no step pending).
         """
         if not self.armed:
             raise RuntimeError("finish() without begin()")
         recorded, received = self.capture.calls_recorded, self.capture.calls_received
         unattributable = sorted(self.capture.unattributable)
         self.capture.disarm()
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._effective = self._preconditioned(loss_scale / grad_scale if step_follows else 0.0)
+            self._accumulate(pending)
         scores, self._scores = self._scores, None
         if recorded == 0:
             raise RuntimeError("no covered layer ran a forward between begin() and finish()")
@@ -344,15 +387,17 @@ class InRunAttributor:
             )
         if scores is None:
             dtype = next(iter(self._effective.values())).dtype
-            scores = torch.zeros(self._batch_size, self.num_behaviors, dtype=dtype)
-        if loss_scale != 1.0:
-            scores = scores / loss_scale
+            shape = (self._batch_size, self._tokens) if self._per_token else (self._batch_size,)
+            scores = torch.zeros(*shape, self.num_behaviors, dtype=dtype)
+        if loss_scale != 1.0 or grad_scale != 1.0:
+            scores = scores * (grad_scale / loss_scale)
         return scores if lr is None else scores * (-float(lr))
 
     def cancel(self) -> None:
         """Disarm without scores (a step whose backward did not happen)."""
         self.capture.disarm()
         self._scores = None
+        self._pending = []
 
     @contextlib.contextmanager
     def scoring(
@@ -390,7 +435,7 @@ class InRunAttributor:
         except BaseException:
             self.cancel()
             raise
-        return loss.detach(), self.finish(lr)
+        return loss.detach(), self.finish(lr, step_follows=accumulate_grad)
 
     def score(self, batch: Batch, lr: float | None = None, accumulate_grad: bool = True) -> torch.Tensor:
         """The (B, K) scores of ``batch`` (see :meth:`loss_and_scores`)."""
@@ -417,17 +462,23 @@ class InRunAttributor:
                 # Sketched with its weight: the weight's piece, from the same call, scores it.
                 self.forms_used[(piece.name, "sketched")] += 1
                 continue
+            per_token = self._per_token
             if piece.cols is None:
-                form, dots = "bias", dot_products(piece, probe)
+                form, dots = "bias", dot_products(piece, probe, per_token=per_token)
             elif piece.is_lookup:
                 form = "lookup"
-                dots = dot_products(piece, probe, max_chunk_bytes=self.config.max_chunk_bytes)
+                dots = dot_products(piece, probe, max_chunk_bytes=self.config.max_chunk_bytes,
+                                    per_token=per_token)
             elif sketch is not None:
-                form, dots = "sketched", sketched_dot_products(piece, sketch)
+                form, dots = "sketched", sketched_dot_products(piece, sketch, per_token)
             else:
                 gram = self._gram.get(piece.name)
-                form = choose_form(piece, num_probes, self.config.exact_forms, gram)
-                dots = dot_products(piece, probe, form, gram, self.config.max_chunk_bytes)
+                form = choose_form(piece, num_probes, self.config.exact_forms, gram, per_token)
+                dots = dot_products(piece, probe, form, gram, self.config.max_chunk_bytes,
+                                    per_token)
+            if per_token and dots.shape[1] != self._tokens:
+                raise ValueError(f"{piece.name}: per-token scores need every covered call to see "
+                                 f"the batch's {self._tokens} positions, got {dots.shape[1]}")
             self.forms_used[(piece.name, form)] += 1
             if self._scores is None:
                 self._scores = dots

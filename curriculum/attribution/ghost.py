@@ -17,6 +17,12 @@ multiply-adds for the batch (T tokens per example, M probe tokens over all K set
 
 Embedding lookups (gather the probe gradient's rows: ``B T K n``) and biases (``B T m + B K m``)
 have one obvious form each.
+
+Per-token contributions. Every form but ``per_example`` is a sum over the example's tokens, so
+``per_token=True`` returns the (B, T, K) terms of that sum instead of their (B, K) total (the
+contribution of each token position's layer input and output gradient). Summed over a document's
+positions inside a packed row they give that document's share of the row's score, exactly
+partitioning it; ``per_example`` has no such split and is never chosen for per-token scores.
 """
 
 from __future__ import annotations
@@ -65,11 +71,14 @@ def exact_costs(piece: GradientPiece, num_probes: int, gram: GramFactors | None)
 
 
 def choose_form(
-    piece: GradientPiece, num_probes: int, allowed: tuple[str, ...], gram: GramFactors | None
+    piece: GradientPiece, num_probes: int, allowed: tuple[str, ...], gram: GramFactors | None,
+    per_token: bool = False,
 ) -> str:
-    """The cheapest allowed form (``aggregated`` when nothing else applies)."""
+    """The cheapest allowed form (``aggregated`` when nothing else applies); with ``per_token``,
+    the cheapest form that has per-token terms."""
     costs = exact_costs(piece, num_probes, gram)
-    candidates = {form: cost for form, cost in costs.items() if form in allowed}
+    candidates = {form: cost for form, cost in costs.items()
+                  if form in allowed and not (per_token and form == "per_example")}
     return min(candidates, key=candidates.__getitem__) if candidates else "aggregated"
 
 
@@ -79,8 +88,10 @@ def dot_products(
     form: str = "aggregated",
     gram: GramFactors | None = None,
     max_chunk_bytes: int = 64 * 2**20,
+    per_token: bool = False,
 ) -> torch.Tensor:
-    """(B, K): ``<example i's gradient of this piece, probe[k]>`` for every i, k.
+    """(B, K): ``<example i's gradient of this piece, probe[k]>`` for every i, k; with
+    ``per_token`` the (B, T, K) per-token terms that sum to it (see the module docs).
 
     ``probe`` is (K, m, n) for a weight, (K, m) for a bias, in the parameter's layout.
     """
@@ -89,14 +100,17 @@ def dot_products(
     batch, tokens = rows.shape[:2]
     num_probes = probe.shape[0]
     if piece.cols is None:  # bias
-        return rows.sum(dim=1) @ probe.T
+        return rows @ probe.T if per_token else rows.sum(dim=1) @ probe.T
     cols = piece.cols.to(dtype)
     m, n = probe.shape[1], probe.shape[2]
     element = probe.element_size()
     if piece.is_lookup:
         per_example = tokens * num_probes * n * element
-        return _chunked(batch, per_example, max_chunk_bytes, lambda s: _lookup(rows[s], cols[s], probe))
+        return _chunked(batch, per_example, max_chunk_bytes,
+                        lambda s: _lookup(rows[s], cols[s], probe, per_token))
     if form == "per_example":
+        if per_token:
+            raise ValueError(f"{piece.name}: the per_example form has no per-token terms")
         flat = probe.reshape(num_probes, m * n)
         return _chunked(
             batch, m * n * element, max_chunk_bytes,
@@ -106,11 +120,13 @@ def dot_products(
         if gram is None:
             raise ValueError(f"{piece.name}: gram form needs the probe sets' factors")
         per_example = tokens * gram.num_tokens * element * 2
-        return _chunked(batch, per_example, max_chunk_bytes, lambda s: _gram(rows[s], cols[s], gram))
+        return _chunked(batch, per_example, max_chunk_bytes,
+                        lambda s: _gram(rows[s], cols[s], gram, per_token))
     if form != "aggregated":
         raise ValueError(f"unknown form {form!r}; known: {', '.join(EXACT_FORMS)}")
     per_example = tokens * num_probes * min(m, n) * element
-    return _chunked(batch, per_example, max_chunk_bytes, lambda s: _aggregated(rows[s], cols[s], probe))
+    return _chunked(batch, per_example, max_chunk_bytes,
+                    lambda s: _aggregated(rows[s], cols[s], probe, per_token))
 
 
 def _chunked(
@@ -122,7 +138,8 @@ def _chunked(
     return torch.cat([compute(slice(start, start + step)) for start in range(0, batch, step)])
 
 
-def _aggregated(rows: torch.Tensor, cols: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+def _aggregated(rows: torch.Tensor, cols: torch.Tensor, probe: torch.Tensor,
+                per_token: bool = False) -> torch.Tensor:
     num_probes, m, n = probe.shape
     batch, tokens = rows.shape[:2]
     if m <= n:  # project the wider side, so the intermediate is B T K min(m, n)
@@ -132,21 +149,25 @@ def _aggregated(rows: torch.Tensor, cols: torch.Tensor, probe: torch.Tensor) -> 
         projected = rows @ probe.transpose(1, 2).reshape(num_probes * n, m).T
         other = cols
     projected = projected.view(batch, tokens, num_probes, -1)
-    return (projected * other.unsqueeze(2)).sum(dim=(1, 3))
+    terms = projected * other.unsqueeze(2)
+    return terms.sum(dim=3) if per_token else terms.sum(dim=(1, 3))
 
 
-def _lookup(ids: torch.Tensor, cols: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+def _lookup(ids: torch.Tensor, cols: torch.Tensor, probe: torch.Tensor,
+            per_token: bool = False) -> torch.Tensor:
     # Row ids_it of probe k, dotted with cols_it. One index_select per k: several times faster
     # on CPU than one gather of (K, B, T, n) followed by an einsum.
     flat = ids.reshape(-1)
+    dims = (2,) if per_token else (1, 2)
     return torch.stack(
-        [(p.index_select(0, flat).view_as(cols) * cols).sum(dim=(1, 2)) for p in probe], dim=1
+        [(p.index_select(0, flat).view_as(cols) * cols).sum(dim=dims) for p in probe], dim=-1
     )
 
 
-def _gram(rows: torch.Tensor, cols: torch.Tensor, gram: GramFactors) -> torch.Tensor:
+def _gram(rows: torch.Tensor, cols: torch.Tensor, gram: GramFactors,
+          per_token: bool = False) -> torch.Tensor:
     batch, tokens = rows.shape[:2]
     row_gram = rows.reshape(batch * tokens, -1) @ gram.rows.T
     col_gram = cols.reshape(batch * tokens, -1) @ gram.cols.T
-    per_probe_token = (row_gram * col_gram).view(batch, tokens, -1).sum(dim=1)
-    return per_probe_token @ gram.membership
+    terms = (row_gram * col_gram).view(batch, tokens, -1)
+    return (terms if per_token else terms.sum(dim=1)) @ gram.membership

@@ -17,10 +17,14 @@ sum to 1; with v and lr treated as constant over those steps, the update it caus
 
     score_ik = -lr * < g_i , G_k / (sqrt(v_hat) + eps) >,   v_hat = v / (1 - b2^t)
 
-with ``v`` (``exp_avg_sq``, or ``max_exp_avg_sq`` under AMSGrad) and ``t`` (``step``) as the
-optimizer state holds them when scores are computed: before this step's update, which has not
-happened yet inside the backward pass. ``v_hat`` is exactly the bias-corrected second moment
-torch divides by. Before the first optimizer step there is no state and no preconditioning.
+where ``v_hat`` is the bias-corrected second moment of *the update the example takes part in*:
+``v_t = b2 v_{t-1} + (1 - b2) g_t^2`` with this step's batch gradient ``g_t`` (the parameter's
+``.grad`` after the backward, before the optimizer step: :func:`adam_update_denominator`), over
+``1 - b2^t`` with the step count after the increment -- exactly the denominator torch's
+Adam/AdamW divide this step's update by. Using the state *before* the step instead
+(:func:`adam_denominator`, the right thing only when no step follows) would give every parameter
+whose ``v`` is still zero -- the embedding rows of tokens not seen before this batch -- a factor
+``1/eps`` and let them dominate every score.
 """
 
 from __future__ import annotations
@@ -162,6 +166,35 @@ def adam_denominator(optimizer: object, parameter: nn.Parameter,
     # The same arithmetic as torch.optim.Adam's denominator, in place on one fresh tensor.
     bias_correction_sqrt = (1.0 - beta2**step) ** 0.5
     return second_moment.sqrt().div_(bias_correction_sqrt).add_(eps)
+
+
+def adam_update_denominator(optimizer: object, parameter: nn.Parameter, gradient: torch.Tensor,
+                            group: Mapping[str, object] | None = None) -> torch.Tensor:
+    """``sqrt(v_t / (1 - b2^t)) + eps`` of the optimizer step about to apply ``gradient`` to
+    ``parameter``: ``v_t = b2 v_{t-1} + (1 - b2) gradient^2`` from the state (``v_0 = 0`` before
+    the first step), ``t`` one more than the steps taken, the running maximum under AMSGrad and
+    the L2 term of coupled weight decay (``Adam(weight_decay=...)``) included -- the denominator
+    torch divides this step's update by. The state is not modified."""
+    inner = unwrap_optimizer(optimizer)
+    if group is None:
+        group = parameter_group(inner, parameter)
+    if group.get("maximize", False):
+        raise ValueError("Adam with maximize=True is not supported by preconditioned scores")
+    state = inner.state.get(parameter, {})
+    beta2 = float(group["betas"][1])
+    eps = float(group["eps"])
+    decay = float(group.get("weight_decay", 0.0) or 0.0)
+    decoupled = isinstance(inner, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+    if decay and not decoupled:
+        gradient = gradient + decay * parameter.detach()
+    step = float(state["step"]) + 1.0 if "step" in state else 1.0
+    second_moment = gradient.square().mul_(1.0 - beta2)
+    if "exp_avg_sq" in state:
+        second_moment.add_(state["exp_avg_sq"], alpha=beta2)
+    if group.get("amsgrad", False) and "max_exp_avg_sq" in state:
+        second_moment = torch.maximum(state["max_exp_avg_sq"], second_moment)
+    bias_correction_sqrt = (1.0 - beta2**step) ** 0.5
+    return second_moment.sqrt_().div_(bias_correction_sqrt).add_(eps)
 
 
 def adam_preconditioner(optimizer: object, parameter: nn.Parameter) -> torch.Tensor | None:

@@ -110,9 +110,10 @@ def sketch_probe_gradients(
     return SketchedProbe(left.to(probe.dtype), right.to(probe.dtype), core.to(probe.dtype))
 
 
-def sketched_dot_products(piece: GradientPiece, sketch: SketchedProbe) -> torch.Tensor:
+def sketched_dot_products(piece: GradientPiece, sketch: SketchedProbe,
+                          per_token: bool = False) -> torch.Tensor:
     """(B, K) approximate dot products of a dense weight piece (and, when the sketch holds it,
-    the layer's bias) with the sketched probes."""
+    the layer's bias) with the sketched probes; (B, T, K) per-token terms with ``per_token``."""
     if piece.cols is None or piece.is_lookup:
         raise ValueError(f"{piece.name}: only dense weight pieces are sketched")
     dtype = sketch.core.dtype
@@ -127,6 +128,8 @@ def sketched_dot_products(piece: GradientPiece, sketch: SketchedProbe) -> torch.
         right_tokens = torch.addmm(right[-1], cols.flatten(0, 1), right[:-1]).view(*cols.shape[:2], -1)
     else:
         right_tokens = cols @ right  # (B, T, r)
+    if per_token:  # left_t^T core_k right_t for every token t
+        return torch.einsum("btr,krs,bts->btk", left_tokens, sketch.core, right_tokens)
     small = torch.bmm(left_tokens.transpose(1, 2), right_tokens)  # (B, r, r)
     num_probes = sketch.core.shape[0]
     return small.flatten(1) @ sketch.core.reshape(num_probes, -1).T

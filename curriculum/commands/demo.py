@@ -1,10 +1,14 @@
 """``curriculum demo``: the main job on the built-in default, start to finish on a CPU.
 
 Synthesizes a behavior corpus, indexes it into a behavior store, and trains the small GPT twice
-on the same data: under ``values_first`` (values-rich documents upweighted and served first,
-situational-awareness documents held back until the second stage) and under the ``uniform``
-baseline. It prints both runs' probe losses side by side at the end of the first stage and at
-the end.
+on the same data: under ``values_first`` (documents that look like or act like values text
+upweighted and served first, those that look like or act like situational-awareness text held
+back until the second stage) and under the ``uniform`` baseline. The curriculum run has online
+attribution on (``data.attribution`` of the config, the library's defaults when it sets none):
+its scores fill the store during the run
+and ``values_first`` reads them back through kNN estimates in the same pass. The store's
+attribution is reset before that run, so each demo starts from the affinity prior. It prints
+both runs' probe losses side by side at the end of the first stage and at the end.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import csv
 import time
 from pathlib import Path
 
+from curriculum.store.reset import reset_attribution
 from curriculum.synth import write_synthetic_corpus
+from train.attribution_callback import AttributionSettings
 from train.config import load_fit_config
 from train.fit import read_probe_losses, run_fit
 
@@ -30,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="fit config to start from")
     parser.add_argument("--policies", default="values_first,uniform",
                         help="comma-separated policies to train, the baseline last")
+    parser.add_argument("--no-attribution", action="store_true",
+                        help="train without online attribution (the policy then reads affinity "
+                             "only)")
 
 
 def first_stage_end(run_dir: Path) -> int | None:
@@ -82,12 +91,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"built the behavior store in {store}")
     runs: dict[str, Path] = {}
     for policy in [p.strip() for p in args.policies.split(",") if p.strip()]:
-        config = load_fit_config(args.config, [
-            f"data.shards={corpus}", f"run_dir={out / 'demo' / policy}",
-            f"trainer.max_steps={args.steps}",
-            f"data.curriculum={{policy: {policy}, store: {store}}}",
-        ])
-        print(f"\ntraining under {policy} ...")
+        overrides = [f"data.shards={corpus}", f"run_dir={out / 'demo' / policy}",
+                     f"trainer.max_steps={args.steps}",
+                     f"data.curriculum={{policy: {policy}, store: {store}}}"]
+        # Attribution at the library's default cadence, unless the config sets its own; the
+        # baseline reads no scores, so it does not measure any.
+        attributed = not args.no_attribution and policy != "uniform"
+        config = load_fit_config(args.config, overrides)
+        if not attributed:
+            config.data.attribution = None
+        elif config.data.attribution is None:
+            config.data.attribution = AttributionSettings()
+        if config.data.attribution is not None:
+            reset_attribution(store)
+        note = " (attribution on)" if config.data.attribution is not None else ""
+        print(f"\ntraining under {policy}{note} ...")
         runs[policy] = run_fit(config)
     print_comparison(runs, first_stage_end(next(iter(runs.values()))))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="store directory to create")
     parser.add_argument("--embedder", default="hashed",
                         help="hashed[:dim=256,...] (default, no weights), gpt:CHECKPOINT, hf:DIR, "
-                             "sentence-transformers:DIR")
+                             "sentence-transformers:DIR, grad:CHECKPOINT (gradient features of a "
+                             "training checkpoint: documents grouped by their effect on the model)")
     parser.add_argument("--index-factory", default=None,
                         help="FAISS factory string (default: Flat below 1M documents, IVF beyond)")
     parser.add_argument("--behaviors", default=None,
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the store and print a one-line summary."""
     from curriculum.store import build_store
+
+    if args.embedder.startswith("grad:"):
+        import train.grad_embedder  # noqa: F401 -- registers the grad embedder
 
     started = time.perf_counter()
     behaviors = [b.strip() for b in args.behaviors.split(",")] if args.behaviors else None

@@ -39,6 +39,7 @@ from curriculum.store.meta import (
     WRITER_LOCK_FILE,
     StoreMeta,
 )
+from curriculum.store.profile import ESTIMATE_SPACES, affinity_profiles
 from curriculum.store.reader import ShardSummaries, StoreReader
 from curriculum.store.tables import file_crc32
 
@@ -74,6 +75,8 @@ class BehaviorStore:
         self._index: Any = None
         self._embedder: Embedder | None = None
         self._estimator: KnnEstimator | None = None
+        self._estimate_space = "embedding"
+        self._profiles: np.ndarray | None = None
         self._pending_measured: list[np.ndarray] = []
         self._indexed_rows: list[np.ndarray] = []
         self._tuned_at_rows = 0
@@ -382,6 +385,7 @@ class BehaviorStore:
         batch_rows: int = 65_536,
         show_progress: bool = False,
         faiss_threads: int | None = None,
+        space: str = "embedding",
     ) -> int:
         """Recompute kNN estimates (see :mod:`curriculum.store.estimate`) and return how many
         rows got one.
@@ -391,7 +395,14 @@ class BehaviorStore:
         process, in batches of ``batch_rows``; readers see each row's new estimates atomically.
         ``faiss_threads`` caps FAISS's OpenMP threads meanwhile (a trainer may want to leave
         cores to torch; on an oversubscribed machine one thread is often faster than several).
+        ``space``: where neighbours are looked for, ``embedding`` or ``affinity`` (see
+        :mod:`curriculum.store.profile`).
         """
+        if space not in ESTIMATE_SPACES:
+            raise StoreError(f"estimate space must be one of {', '.join(ESTIMATE_SPACES)}, "
+                             f"got {space!r}")
+        if space != self._estimate_space:
+            self._estimate_space, self._estimator = space, None
         with self._write_lock, _faiss_threads(faiss_threads):
             table = self._writable()
             estimator = self._ensure_estimator(table)
@@ -402,9 +413,11 @@ class BehaviorStore:
                 else np.unique(self._reader.check_rows(rows))
             )
             lookup = self._measured_lookup(table)
-            embeddings = self._reader.tables.embeddings
-            coarse = self._coarse_lists()
-            self._maybe_tune(estimator, targets, k)
+            embeddings = self._space_vectors()
+            by_embedding = space == "embedding"
+            coarse = self._coarse_lists() if by_embedding else None
+            if by_embedding:
+                self._maybe_tune(estimator, targets, k)
             with tqdm(total=len(targets), desc="estimate", unit="row",
                       disable=not show_progress) as bar:
                 for start in range(0, len(targets), batch_rows):
@@ -430,7 +443,7 @@ class BehaviorStore:
             self._pending_measured = []
             if self._indexed_rows:
                 pending = np.setdiff1d(pending, np.concatenate(self._indexed_rows))
-            self._estimator.add(pending, self._reader.tables.embeddings[pending])
+            self._estimator.add(pending, self._space_vectors()[pending])
             self._indexed_rows = [np.concatenate([*self._indexed_rows, pending])]
         return self._estimator
 
@@ -466,7 +479,17 @@ class BehaviorStore:
                              f"int32 ({self.num_rows}, probes)")
         return table
 
+    def _space_vectors(self) -> Any:
+        """The vectors neighbours are searched among (rows indexable like the embeddings)."""
+        if self._estimate_space == "embedding":
+            return self._reader.tables.embeddings
+        if self._profiles is None:
+            self._profiles = affinity_profiles(self.affinity(np.arange(self.num_rows)))
+        return self._profiles
+
     def _new_estimator(self) -> KnnEstimator:
+        if self._estimate_space != "embedding":
+            return KnnEstimator(len(self.behaviors), "Flat")
         factory = self.meta.index.get("estimator_factory", "Flat")
         nprobe = int(self.meta.index.get("estimator_nprobe", 0))
         if factory == "Flat":

@@ -92,6 +92,7 @@ def test_scores_inside_lightning_training() -> None:
         optimizer.load_state_dict(optimizer_state)
         offline = InRunAttributor(model, optimizer=optimizer)
         offline.refresh_probe_gradients(probes)
-        expected = offline.score(batch, lr=1e-2, accumulate_grad=False)
+        # A training step's backward: the preconditioner is that of the update about to happen.
+        expected = offline.score(batch, lr=1e-2, accumulate_grad=True)
         assert scores.shape == (8, 2)
         assert torch.allclose(scores, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
