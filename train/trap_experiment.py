@@ -102,7 +102,7 @@ def losses_at(run_dir: Path, step: int | None) -> dict[str, float]:
 def stage_one_emissions(run_dir: Path, labels: dict[int, str],
                         until_step: int | None) -> tuple[dict[str, int], dict[str, float]]:
     """Documents of each category emitted before ``until_step``, and their mean weight."""
-    from curriculum import read_ledger
+    from curriculum.ledger import read_ledger
 
     counts: Counter[str] = Counter()
     weights: Counter[str] = Counter()
