@@ -11,6 +11,7 @@ from loaders.stream import StreamConfig
 from train.attribution_callback import AttributionSettings
 from train.early_checkpoints import EarlyCheckpointConfig
 from train.model import GPTConfig
+from train.selection_callback import SelectionSettings
 
 
 @dataclass
@@ -68,6 +69,8 @@ class DataConfig:
     """Online attribution written into the store during training; ``None`` turns it off."""
     curriculum: CurriculumStreamConfig | None = None
     """The curriculum policy and behavior store; ``None`` streams the data unchanged."""
+    selection: SelectionSettings | None = None
+    """In-batch selection settings, for policies with ``select`` rules (None: defaults)."""
     policy: str | None = None
     """Curriculum policy (YAML file or built-in name); recorded by ``curriculum resume --policy``."""
 

@@ -23,6 +23,7 @@ from train.early_checkpoints import EarlyCheckpointCallback
 from train.loader_state import ExactLoaderStateCallback
 from train.module import CurriculumLM
 from train.probes import load_probe_batches
+from train.selection_callback import SelectionCallback, selection_plan_for
 
 
 def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -74,6 +75,10 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     L.seed_everything(config.seed, verbose=False)
     stream = config.data.stream
     stream.seed = config.seed if stream.seed == 0 else stream.seed
+    selection = selection_plan_for(config.data.selection, config.data.curriculum)
+    if selection is not None and datamodule is None:
+        # The loader delivers candidate batches; the select rule keeps a fraction of them.
+        stream.batch_size *= selection.candidate_factor
     if datamodule is None:
         datamodule = CurriculumDataModule(config.data.shards, stream=stream,
                                           curriculum=config.data.curriculum,
@@ -88,6 +93,12 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
         policy_path = resolve_policy_path(datamodule.curriculum.policy)
         (run_dir / "policy.yaml").write_text(policy_path.read_text())
         all_callbacks.append(CurriculumCallback(str(run_dir)))
+    if selection is not None:
+        if config.data.attribution is not None:
+            raise ValueError("data.attribution and a policy with 'select' rules: selection "
+                             "already scores every step and writes the scores to the store "
+                             "(tune it under data.selection); remove data.attribution")
+        all_callbacks.append(SelectionCallback(str(run_dir), selection))
     if config.data.attribution is not None:
         settings = config.data.attribution
         if not settings.store and config.data.curriculum is not None:
