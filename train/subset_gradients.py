@@ -191,35 +191,50 @@ class SubsetGradients:
             raise ValueError(f"{coefficients.shape[0]} coefficients for a batch of "
                              f"{self._batch_size}")
         chosen = torch.nonzero(coefficients, as_tuple=True)[0]
+        weights = coefficients.index_select(0, chosen)
+        # The usual case (every chosen row weighs N_all / N_chosen): scale once at the end
+        # instead of every output gradient.
+        common = weights[0] if len(weights) and bool((weights == weights[0]).all()) else None
         out: dict[nn.Parameter, torch.Tensor] = {
             p: torch.zeros_like(p) for p in self.parameters}
         for call in self._calls:
             if call.grad is None:
                 continue  # the call did not reach the loss: no gradient
             g = call.grad.index_select(0, chosen)
-            c = coefficients.index_select(0, chosen).to(g.dtype)
-            g = g * c.view(-1, *([1] * (g.ndim - 1)))
-            x = call.inputs.index_select(0, chosen)
-            _accumulate(call, g, x, out)
+            if common is None:
+                g = g * weights.to(g.dtype).view(-1, *([1] * (g.ndim - 1)))
+            _accumulate(call, g, chosen, out)
         self._calls = []
+        if common is not None:
+            for grad in out.values():
+                grad.mul_(common.to(grad.dtype))
         return out
 
 
-def _accumulate(call: _Call, g: torch.Tensor, x: torch.Tensor,
+def _accumulate(call: _Call, g: torch.Tensor, chosen: torch.Tensor,
                 out: dict[nn.Parameter, torch.Tensor]) -> None:
-    module = call.module
+    module, inputs = call.module, call.inputs
     if call.kind == "linear":
-        g2, a2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1]).to(g.dtype)
-        _add(out, module.weight, g2.T @ a2)
+        x = inputs.index_select(0, chosen)
+        g2, a2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        _add(out, module.weight, g2.T @ a2.to(g2.dtype))
         _add(out, module.bias, g2.sum(0))
     elif call.kind == "embedding":
-        ids = x.reshape(-1)
-        g2 = g.reshape(ids.shape[0], -1)
-        if module.padding_idx is not None:  # autograd gives the padding row no gradient
-            g2 = g2 * (ids != module.padding_idx).unsqueeze(1).to(g2.dtype)
-        if module.weight in out:
-            out[module.weight].index_add_(0, ids, g2.to(module.weight.dtype))
+        if module.weight not in out:
+            return
+        ids = inputs
+        if ids.stride(0) == 0:  # one lookup shared by the batch: sum the examples first
+            g, ids = g.sum(0), ids[0]
+        else:
+            ids = ids.index_select(0, chosen)
+        g2 = g.reshape(-1, g.shape[-1])
+        padding = -1 if module.padding_idx is None else module.padding_idx
+        # What autograd runs for an embedding (padding row excluded): fast, deterministic.
+        grad = torch.ops.aten.embedding_dense_backward(
+            g2, ids.reshape(-1), module.num_embeddings, padding, False)
+        out[module.weight] += grad.to(module.weight.dtype)
     else:  # LayerNorm over the trailing normalized_shape
+        x = inputs.index_select(0, chosen)
         dims = len(module.normalized_shape)
         xhat = F.layer_norm(x.to(g.dtype), module.normalized_shape, eps=module.eps)
         reduce = tuple(range(g.ndim - dims))

@@ -208,21 +208,30 @@ def check_selection(run_dir: str | Path) -> SelectionCheck | None:
     ranks = read_selection(run_dir)
     if not ranks:
         return None
-    emitted = None
-    try:
-        from curriculum.ledger.reader import load_ledger
+    from curriculum.ledger.errors import LedgerError
+    from curriculum.ledger.reader import load_ledger
 
+    try:
         loaded = load_ledger(run_dir)
         emitted = np.unique(loaded.records["row"][loaded.records["event"] == 1])
-    except Exception:  # noqa: BLE001 - no main ledger: check the selection ledger alone
+    except (LedgerError, OSError):  # no main ledger: check the selection ledger alone
         emitted = None
     result = SelectionCheck(ok=True)
     for rank, records in ranks.items():
         path = pending_path(run_dir, rank)
         pending = None
-        if path.exists():
+        if not path.exists():
+            result.problems.append(f"rank {rank}: no saved return queue ({path.name}): rows "
+                                   "left pending cannot be checked")
+        else:
             saved = json.loads(path.read_text())
-            pending = set(saved["sequences"]) if saved.get("records") == len(records) else None
+            if saved.get("records") == len(records):
+                pending = set(saved["sequences"])
+            else:
+                result.problems.append(
+                    f"rank {rank}: the saved return queue describes the first "
+                    f"{saved.get('records')} records, the ledger holds {len(records)} (killed "
+                    "after its last checkpoint and not resumed?)")
         _check_rank(records, pending, emitted, rank, result)
     result.ok = not result.problems
     return result

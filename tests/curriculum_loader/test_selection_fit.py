@@ -63,7 +63,8 @@ def test_selection_fit_accounts_for_every_row_and_resumes_exactly(corpus_with_st
     assert check_selection(tmp_path / "cut").ok
     # The same weights after step 20: the update used the same rows, recombined the same way.
     a = torch.load(tmp_path / "whole" / "checkpoints" / "step-000020.ckpt", weights_only=True)
-    at_20 = [torch.load(path, weights_only=True) for path in (tmp_path / "cut" / "checkpoints").glob("*.ckpt")]
-    (b,) = [c for c in at_20 if c["global_step"] == 20]
+    saved = [torch.load(path, weights_only=True)
+             for path in (tmp_path / "cut" / "checkpoints").glob("*.ckpt")]
+    (b,) = [c for c in saved if c["global_step"] == 20]
     for name, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][name]), name
