@@ -33,12 +33,13 @@ from typing import Any
 from policies.errors import PolicyError
 from policies.expressions import Expression, ExpressionError, compile_expression
 from policies.scores import ASSESS_FAMILIES, FAMILIES, STATE_NAMES, ScoreLayout
+from policies.select_rule import SelectRule, parse_candidate_factor, parse_select
 from policies.yamlsource import Located, close_match, describe
 
 #: Keys every policy file may have, whatever its type.
 COMMON_KEYS = ("name", "description", "type", "seed")
 #: Keys of a staged policy file.
-STAGED_KEYS = (*COMMON_KEYS, "min_weight", "max_weight", "metrics", "stages")
+STAGED_KEYS = (*COMMON_KEYS, "min_weight", "max_weight", "metrics", "candidate_factor", "stages")
 #: The rule actions, in the order the docs list them.
 ACTIONS = ("upweight", "downweight", "prioritize", "delay", "drop", "sample", "tag")
 #: Logged metric families known per behavior (``probe_loss.values``).
@@ -176,6 +177,9 @@ class StageSpec:
     description: str = ""
     """Free text for people."""
 
+    select: SelectRule | None = None
+    """In-batch selection of the rows that update the weights (None: every candidate row)."""
+
 
 @dataclass(frozen=True)
 class PolicySpec:
@@ -216,6 +220,10 @@ class PolicySpec:
 
     source: str | None = None
     """The file it was read from, when any."""
+
+    candidate_factor: int | None = None
+    """Candidate rows per step as a multiple of the batch size, for ``select`` rules (None: the
+    data config's, or 2 when a stage selects)."""
 
 
 # --- name checking ------------------------------------------------------------------------------
@@ -368,14 +376,17 @@ def _parse_staged(root: Located, behaviors: Sequence[str], principles: Sequence[
     if len(stage_items) > MAX_STAGES:
         raise keys["stages"].error(f"at most {MAX_STAGES} stages")
     stage_names = _stage_names(stage_items)
-    context = _StageContext(layout, metrics, stage_names, min_weight, max_weight, unassessed)
+    candidate_factor = parse_candidate_factor(keys["candidate_factor"]) \
+        if "candidate_factor" in keys else None
+    context = _StageContext(layout, metrics, stage_names, min_weight, max_weight, unassessed,
+                            seed)
     stages = tuple(_parse_stage(item, index, len(stage_items), context)
                    for index, item in enumerate(stage_items))
     return PolicySpec(name=name, type=policy_type, behaviors=tuple(behaviors),
                       principles=tuple(principles), seed=seed,
                       stages=stages, min_weight=min_weight, max_weight=max_weight,
                       metrics=tuple(declared), description=description,
-                      source=root.document.source)
+                      source=root.document.source, candidate_factor=candidate_factor)
 
 
 @dataclass(frozen=True)
@@ -387,6 +398,7 @@ class _StageContext:
     max_weight: float
     unassessed: list[str] | None = None
     """Collects ``assess.<p>`` principles the store has no assessments of (None: refuse)."""
+    seed: int = 0
 
 
 def _stage_names(items: list[Located]) -> tuple[str, ...]:
@@ -405,7 +417,7 @@ def _stage_names(items: list[Located]) -> tuple[str, ...]:
 
 
 def _parse_stage(item: Located, index: int, count: int, context: _StageContext) -> StageSpec:
-    keys = item.mapping(("name", "description", "until", "rules"))
+    keys = item.mapping(("name", "description", "until", "rules", "select"))
     description = keys["description"].string() if "description" in keys else ""
     last = index == count - 1
     exit_spec = None
@@ -425,7 +437,10 @@ def _parse_stage(item: Located, index: int, count: int, context: _StageContext) 
             raise keys["rules"].error(f"at most {MAX_RULES_PER_STAGE} rules per stage")
         rules = [_parse_rule(rule, index, position, count, context)
                  for position, rule in enumerate(rule_items)]
-    return StageSpec(context.stage_names[index], index, tuple(rules), exit_spec, description)
+    select = parse_select(keys["select"], index, context.layout.behaviors, context.seed) \
+        if "select" in keys else None
+    return StageSpec(context.stage_names[index], index, tuple(rules), exit_spec, description,
+                     select)
 
 
 def _parse_exit(where: Located, context: _StageContext) -> ExitSpec:

@@ -12,6 +12,7 @@ from train.attribution_callback import AttributionSettings
 from train.early_checkpoints import EarlyCheckpointConfig
 from train.loggers import LoggerConfig
 from train.model import GPTConfig
+from train.selection_callback import SelectionSettings
 
 
 @dataclass
@@ -69,6 +70,8 @@ class DataConfig:
     """Online attribution written into the store during training; ``None`` turns it off."""
     curriculum: CurriculumStreamConfig | None = None
     """The curriculum policy and behavior store; ``None`` streams the data unchanged."""
+    selection: SelectionSettings | None = None
+    """In-batch selection settings, for policies with ``select`` rules (None: defaults)."""
 
 
 @dataclass

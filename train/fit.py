@@ -25,6 +25,7 @@ from train.loggers import build_loggers
 from train.module import CurriculumLM
 from train.probes import load_probe_batches
 from train.run_config import RUN_CONFIG_NAME, recorded_config
+from train.selection_callback import SelectionCallback, selection_plan_for
 
 
 def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -80,6 +81,11 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     # The config given is never changed: what the run derives from it goes into copies.
     stream = config.data.stream
     stream = dataclasses.replace(stream, seed=config.seed if stream.seed == 0 else stream.seed)
+    selection = selection_plan_for(config.data.selection, config.data.curriculum)
+    if selection is not None and datamodule is None:
+        # The loader delivers candidate batches; the select rule keeps a fraction of them.
+        stream = dataclasses.replace(stream,
+                                     batch_size=stream.batch_size * selection.candidate_factor)
     if datamodule is None:
         datamodule = CurriculumDataModule(config.data.shards, stream=stream,
                                           curriculum=config.data.curriculum,
@@ -91,6 +97,12 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     if getattr(datamodule, "curriculum", None) is not None:
         # The data module copies the policy into RUN/policy.yaml (kept as it is on resume).
         all_callbacks.append(CurriculumCallback(str(run_dir)))
+    if selection is not None:
+        if config.data.attribution is not None:
+            raise ValueError("data.attribution and a policy with 'select' rules: selection "
+                             "already scores every step and writes the scores to the store "
+                             "(tune it under data.selection); remove data.attribution")
+        all_callbacks.append(SelectionCallback(str(run_dir), selection))
     if config.data.attribution is not None:
         settings = config.data.attribution
         if not settings.store and config.data.curriculum is not None:

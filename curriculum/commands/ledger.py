@@ -41,6 +41,20 @@ def run(args: argparse.Namespace) -> int:
         for note in result.notes:
             print(f"note: {note}")
         status = 0 if result.ok else 1
+        status = max(status, _check_selection(args.run))
     if args.summary:
         print(summarize_ledger(args.run, behavior_of_row=args.labels).format())
     return status
+
+
+def _check_selection(run: str) -> int:
+    """In-batch selection's ledger, when the run has one: 0 when it accounts for every row."""
+    from curriculum.ledger.selection import check_selection
+
+    result = check_selection(run)
+    if result is None:
+        return 0
+    print(result.summary_line())
+    for problem in result.problems:
+        print(f"  {problem}")
+    return 0 if result.ok else 1

@@ -30,6 +30,8 @@ class BatchRecorder(L.Callback):
 
     def __init__(self) -> None:
         self.digests: dict[int, str] = {}
+        self.sizes: dict[int, int] = {}
+        """Rows of each batch as the loader delivered it."""
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict,
                              batch_idx: int) -> None:
@@ -37,3 +39,4 @@ class BatchRecorder(L.Callback):
         digest.update(batch["token_rows"].numpy().tobytes())
         digest.update(batch["loss_weight"].numpy().tobytes())
         self.digests[trainer.global_step] = digest.hexdigest()
+        self.sizes[trainer.global_step] = int(batch["input_ids"].shape[0])
