@@ -8,11 +8,12 @@ from policies.driver import CurriculumDriver
 from policies.errors import PolicyError
 from policies.expressions import Expression, ExpressionError, compile_expression
 from policies.load import builtin_policy_names, load_policy, load_policy_text, resolve_policy_path
+from policies.percentiles import PercentileTable
 from policies.policy import BasePolicy, Policy, PolicyRunner, StagedPolicy
 from policies.preview import PreviewResult, plot_preview, preview_policy
 from policies.registry import PolicyContext, register_policy, registered_policies
 from policies.schema import ExitSpec, PolicySpec, StageSpec
-from policies.scores import DocumentScores, PercentileTable, ScoreBatch, ScoreSource, StoreScores
+from policies.scores import DocumentScores, ScoreBatch, ScoreSource, StoreScores
 from policies.stages import StageTracker, StageTransition
 from policies.state import CurriculumState
 

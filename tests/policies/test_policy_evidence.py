@@ -8,7 +8,7 @@ from policy_support import BEHAVIORS, MemoryStore
 from policies import PolicyRunner, load_policy
 from policies.decisions import DEFER
 from policies.evidence import ESTIMATE_WEIGHT, PRIOR_STRENGTH, blend, relative_effect, trust
-from policies.scores import PercentileTable
+from policies.percentiles import PercentileTable
 from policies.state import CurriculumState
 
 
