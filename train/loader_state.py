@@ -60,12 +60,14 @@ class ExactLoaderStateCallback(L.Callback):
             if handed_out_through == last_trained:
                 loop_state["combined_loader"] = [state]
                 break
-        loop_state["combined_loader"] = arrays_to_tensors(loop_state["combined_loader"])
         loader = self._loader(trainer)
         if loader is not None:
+            # Gathered as numpy (tensors do not survive all_gather_object's pickling), then made
+            # tensors like the rest.
             layout = elastic.LoaderLayout(trainer.world_size, int(loader.num_workers))
-            checkpoint[elastic.RECORD_KEY] = elastic.loader_record(
-                layout, trainer.global_step, loop_state["combined_loader"][0])
+            checkpoint[elastic.RECORD_KEY] = arrays_to_tensors(elastic.loader_record(
+                layout, trainer.global_step, loop_state["combined_loader"][0]))
+        loop_state["combined_loader"] = arrays_to_tensors(loop_state["combined_loader"])
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:

@@ -15,15 +15,16 @@ from loaders.elastic import RECORD_KEY, reader_states
 from train.fit import run_fit
 
 CUT = 10
-COMMON = ("data.stream.seq_len=32", "trainer.probe_every_n_steps=1000", "data.probe_docs=4",
-          "data.curriculum.window_size_docs=8")
+COMMON = ("data.stream.seq_len=32", "data.stream.batch_size=8", "trainer.probe_every_n_steps=1000",
+          "data.probe_docs=4", "data.curriculum.window_size_docs=4")
 
 
 def _fit(corpus: Path, store: Path, run: Path, steps: int, devices: int, workers: int,
          ckpt: Path | None = None) -> None:
     # Snapshots every 4 steps: the checkpoint at step 10 is replayed from the one at step 8.
-    extra = ["data.snapshot_every_n_steps=4", f"trainer.max_steps={steps}", f"trainer.devices={devices}",
-             f"data.num_workers={workers}", f"trainer.checkpoint_every_n_steps={CUT}"]
+    extra = ["data.snapshot_every_n_steps=4", f"trainer.max_steps={steps}",
+             f"trainer.devices={devices}", f"data.num_workers={workers}",
+             f"trainer.checkpoint_every_n_steps={CUT}"]
     if devices > 1:
         extra.append("trainer.strategy=ddp_spawn")
     run_fit(tiny_config(corpus, store, run, *COMMON, *extra),
@@ -60,16 +61,16 @@ def _elastic(uneven_corpus, tmp_path: Path, before: tuple[int, int], after: tupl
 
 
 def test_two_ranks_resume_on_one(uneven_corpus, tmp_path) -> None:
-    _elastic(uneven_corpus, tmp_path, (2, 1), (1, 1), 60)
+    _elastic(uneven_corpus, tmp_path, (2, 1), (1, 1), 45)
 
 
 def test_one_rank_resumes_on_two(uneven_corpus, tmp_path) -> None:
-    _elastic(uneven_corpus, tmp_path, (1, 1), (2, 1), 40)
+    _elastic(uneven_corpus, tmp_path, (1, 1), (2, 1), 35)
 
 
 def test_two_workers_resume_on_one_and_say_so(uneven_corpus, tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="curriculum.elastic"):
-        _elastic(uneven_corpus, tmp_path, (1, 2), (1, 1), 60)
+        _elastic(uneven_corpus, tmp_path, (1, 2), (1, 1), 45)
     lines = [r.getMessage() for r in caplog.records if r.name == "curriculum.elastic"]
     assert len(lines) == 1 and "re-partitioned" in lines[0]
     assert "1 rank(s) x 2 worker(s), resuming on 1 rank(s) x 1 worker(s)" in lines[0]
