@@ -77,7 +77,7 @@ def test_new_readers_read_what_the_old_ones_left_exactly_once(manifest, old, new
 
 
 def test_a_plan_resumed_mid_range_continues_where_it_stopped(manifest) -> None:
-    stream = PackedTextStream(manifest, StreamConfig(seed=1))
+    stream = PackedTextStream(manifest, StreamConfig(seed=1, num_epochs=2))  # a finite stream
     old_world = World(0, 2, 0, 1)
     states = [{"epoch": 0, "cursor": 1, "ordinal": 3}, {"epoch": 0, "cursor": 0, "ordinal": 0}]
     [state] = repartition(stream, old_world, states, World(0, 1, 0, 1), step=5)
@@ -85,8 +85,7 @@ def test_a_plan_resumed_mid_range_continues_where_it_stopped(manifest) -> None:
     whole = list(iter_plan_items(stream, world, state["elastic_plan"], state))
     cut = 6
     _, after, _ = whole[cut - 1]
-    rest = iter_plan_items(stream, world, state["elastic_plan"], after)
-    resumed = [(e, getattr(i, "row", None)) for e, _, i in whole[:cut]]
-    for (e, _, item), _ in zip(rest, range(len(whole) - cut), strict=False):
-        resumed.append((e, getattr(item, "row", None)))
-    assert resumed == [(e, getattr(i, "row", None)) for e, _, i in whole]
+    rest = list(iter_plan_items(stream, world, state["elastic_plan"], after))
+    assert len(whole) > 2 * cut
+    assert [(e, getattr(i, "row", None)) for e, _, i in whole[:cut] + rest] == \
+        [(e, getattr(i, "row", None)) for e, _, i in whole]
