@@ -162,9 +162,26 @@ def resume_states(stream: CurriculumStream, record: dict[str, Any], layout: Load
     new_world = layout.world
     states = repartition(stream, old_world, exact, new_world, step)
     mine = {w: states[rank * new_world.num_workers + w] for w in range(new_world.num_workers)}
+    if rank == 0:
+        remove_gone_spools(stream, old, layout)
     moved = sum(len(s["window"]["rows"]) + len(s["spool"]["pending"]["row"]) for s in states)
     log.warning("elastic resume at step %d: loader state saved on %s, resuming on %s; "
                 "re-partitioned the pending shard ranges, packer buffers and %d window/spool "
                 "documents of %d reader(s) over %d reader(s)", step, old.describe(),
                 layout.describe(), moved, len(exact), len(states))
     return mine
+
+
+def remove_gone_spools(stream: CurriculumStream, old: LoaderLayout, new: LoaderLayout) -> None:
+    """Remove the spool files of old readers the new layout does not have: their entries now
+    live in the new readers' spools (a stale file would mislead whoever inspects the spools)."""
+    if not stream.curriculum.spool_dir:
+        return
+    from pathlib import Path
+
+    keep = {(r, w) for r in range(new.world_size) for w in range(max(1, new.num_workers))}
+    for r in range(old.world_size):
+        for w in range(max(1, old.num_workers)):
+            if (r, w) not in keep:
+                path = Path(stream.curriculum.spool_dir) / f"rank-{r:05d}-worker-{w:02d}.bin"
+                path.unlink(missing_ok=True)

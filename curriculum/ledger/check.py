@@ -4,7 +4,8 @@ Per (epoch, row), the events in the order the trainer consumed them must read
 ``(DEFER RELEASE)* (EMIT | DROP | SKIP | DEFER)``: a row is emitted, dropped or skipped once, or
 still pending in the spool, and a released row is decided again. Equivalently, as the design puts
 it, ``n_terminal + (n_defer - n_release) == 1`` with ``n_release <= n_defer`` and nothing after a
-terminal event. An epoch is *complete* when every reader (rank, worker) recorded EPOCH_END for it;
+terminal event. An epoch is *complete* when every reader (rank, worker) recorded EPOCH_END for it
+(of one layout, for a run resumed on another layout: see :mod:`curriculum.ledger.layouts`);
 then every row in ``[0, num_rows)`` must be accounted for. In an epoch still in progress a row may
 have no fate yet, or be released and waiting for its new decision, but never two fates.
 
