@@ -112,8 +112,12 @@ def replayed_state(stream: CurriculumStream, world: World, state: dict[str, Any]
                    batches: int) -> dict[str, Any]:
     """The state of ``world``'s reader after ``batches`` more batches from ``state`` (replayed
     here, deterministically, with the spool kept in memory)."""
+    # The replay decides as the old run did: under its lag (the lag grows with the workers, so
+    # the new layout's may differ), with the spool in memory.
+    saved_lag = (state.get("config") or {}).get("lag_steps", stream.curriculum.lag_steps)
     replica = type(stream)(stream.manifest, stream.config,
-                           dataclasses.replace(stream.curriculum, spool_dir=""),
+                           dataclasses.replace(stream.curriculum, spool_dir="",
+                                               lag_steps=int(saved_lag)),
                            world.rank, world.world_size)
     replica.load_state_dict(state)  # refuses a state saved under another stream config
     if batches == 0:
