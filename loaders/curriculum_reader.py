@@ -79,12 +79,15 @@ class ReaderState:
     """The curriculum state the chunk being routed was decided under (``None`` between chunks)."""
     chunk_left: int = 0
     """Documents of that chunk not routed yet."""
+    step_offset: int = 0
+    """Loader step of this reader's first batch round (non-zero after an elastic resume, where
+    the data loader starts afresh at the checkpoint's step)."""
 
     def checkpoint(self) -> dict[str, Any]:
         """The parts of the state beyond position and packer, as a checkpoint holds them."""
         return {"window": self.window.state_dict(), "spool": self.spool.state_dict(),
                 "batches": self.batches, "chunk_state": self.chunk_state,
-                "chunk_left": self.chunk_left}
+                "chunk_left": self.chunk_left, "step_offset": self.step_offset}
 
 
 def state_record(state: CurriculumState) -> dict[str, Any]:
@@ -115,9 +118,10 @@ class CurriculumReader:
             Packer(config.batch_size, config.seq_len, tokenizer.eos_id, config.packing),
             PriorityWindow(curriculum.window_size_docs, curriculum.max_age_docs, config.seed),
             DeferSpool(spool_path), FateRecorder(world.worker),
-            {k: int(resume.get(k, 0)) for k in ("epoch", "cursor", "ordinal")},
+            {k: int(resume.get(k, 0)) for k in ("epoch", "cursor", "ordinal")}
+            | ({"plan": 1} if resume.get("plan") else {}),
             int(resume.get("batches", 0)), resume.get("chunk_state"),
-            int(resume.get("chunk_left", 0)))
+            int(resume.get("chunk_left", 0)), int(resume.get("step_offset", 0)))
         # A worker checkpointed before its first batch has a position but nothing else yet.
         if "packer" in resume:
             self.state.packer.load_state_dict(resume["packer"])
@@ -140,7 +144,8 @@ class CurriculumReader:
 
     def step_of_next_batch(self) -> int:
         """The loader step that will consume the batch this reader is filling."""
-        return self.state.batches * self.world.num_workers + self.world.worker
+        return (self.state.step_offset + self.state.batches * self.world.num_workers
+                + self.world.worker)
 
     def state_for_next_batch(self) -> CurriculumState:
         """The curriculum state documents are decided under now."""

@@ -35,6 +35,7 @@ from loaders.checkpointable import to_checkpointable
 from loaders.curriculum_reader import CurriculumReader
 from loaders.packing import pack_batches
 from loaders.policy_stage import CurriculumStreamConfig, PolicyStage, StageWiring
+from loaders.repartition import iter_plan_items
 from loaders.stream import PackedTextStream, StreamConfig
 from loaders.tokenize import make_tokenizer
 from loaders.world import World
@@ -61,6 +62,8 @@ class CurriculumStream(PackedTextStream):
                                "lag_steps": self.wiring.lag_steps}
         self._shard_rank: np.ndarray | None = None
         self._reader: CurriculumReader | None = None
+        self._elastic: dict[int, dict[str, Any]] | None = None
+        self._plan: dict[str, Any] | None = None
 
     # -- shard order from the store's per-shard summaries -----------------------------------
     def shard_order(self, epoch: int) -> list[int]:
@@ -77,12 +80,25 @@ class CurriculumStream(PackedTextStream):
 
     # -- the reader ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[StreamBatch]:
-        world = World.detect(self.rank, self.world_size)
+        yield from self.iterate(World.detect(self.rank, self.world_size))
+
+    def iterate(self, world: World) -> Iterator[StreamBatch]:
+        """The batches of ``world``'s reader (``__iter__`` detects the world itself)."""
+        if self._elastic is not None:
+            # Resuming on another layout: this worker's re-partitioned state (loaders.elastic).
+            self._resume, self._elastic = self._elastic[world.worker], None
         resume = self._resume or {}
         reader = CurriculumReader(self, world, make_tokenizer(self.config.tokenizer), resume)
         self._reader = reader
         state = reader.state
-        yield from pack_batches(state.packer, reader.feed(self.iter_items(world), bool(resume)),
+        if resume.get("plan"):
+            self._plan = resume["elastic_plan"]
+            items = iter_plan_items(self, world, self._plan, resume)
+        else:
+            items = self.iter_items(world)
+        for out in state.window.trim():  # windows merged beyond their size (elastic resume)
+            reader.pack(out.row, out.epoch, out.tokens, out.weight)
+        yield from pack_batches(state.packer, reader.feed(items, bool(resume)),
                                 reader.stamp, after_batch=reader.after_batch,
                                 flush=lambda: len(state.fates) > 0)
 
@@ -90,11 +106,22 @@ class CurriculumStream(PackedTextStream):
     def state_dict(self) -> dict[str, Any]:
         """Position, packer, window, spool, batch count and the interrupted chunk's state."""
         reader = self._reader
+        if reader is None and self._elastic is not None:
+            # Not started yet after an elastic resume: its re-partitioned state is its state.
+            worker = World.detect(self.rank, self.world_size).worker
+            return to_checkpointable({**self._elastic[worker], "config": self._config_record})
         if reader is not None:
             self._position, self._packer = reader.state.position, reader.state.packer
         state = super().state_dict()
         if reader is not None:
             state.update(to_checkpointable(reader.state.checkpoint()))
+        if state.get("plan"):
+            state["elastic_plan"] = self._plan
         return state
+
+    def resume_elastic(self, states: dict[int, dict[str, Any]]) -> None:
+        """Resume from re-partitioned reader states (by worker), made by
+        :func:`loaders.elastic.resume_states`, at the next ``__iter__``."""
+        self._elastic = states
 
 

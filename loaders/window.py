@@ -71,6 +71,14 @@ class PriorityWindow:
             released.append(self._release())
         return released
 
+    def trim(self) -> list[WindowItem]:
+        """Release documents beyond the window's size, in release order (a window restored from
+        several merged ones)."""
+        released = []
+        while len(self._items) > self.size:
+            released.append(self._release())
+        return released
+
     def _release(self) -> WindowItem:
         while self._arrivals and self._arrivals[0] not in self._items:
             self._arrivals.popleft()

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 
 from curriculum.ledger import FateBatch, LedgerWriter, write_ledger_meta
+from loaders.elastic import gather_objects
 from loaders.shared_state import SharedCurriculumState
 from policies import CurriculumDriver, CurriculumState
 
@@ -34,7 +35,8 @@ class CurriculumCallback(L.Callback):
         self._decided: dict[int, int] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Open the ledger, load the policy, write the ledger's layout record."""
+        """Open the ledger and load the policy (the layout record is written in on_fit_start,
+        when a resume knows its step)."""
         datamodule = trainer.datamodule
         if datamodule is None or getattr(datamodule, "curriculum", None) is None:
             raise ValueError("CurriculumCallback needs a CurriculumDataModule with a policy")
@@ -49,12 +51,30 @@ class CurriculumCallback(L.Callback):
         self.writer = LedgerWriter(self.run_dir, trainer.global_rank)
         stream = datamodule.stream_config
         self._tokens_per_step = stream.batch_size * stream.seq_len * trainer.world_size
-        if trainer.global_rank == 0:
-            write_ledger_meta(self.run_dir, world_size=trainer.world_size,
-                              num_workers=max(1, datamodule.num_workers),
-                              num_rows=datamodule.manifest.num_rows,
-                              manifest=datamodule.manifest.content_hash(),
-                              num_epochs=stream.num_epochs)
+
+    def _write_meta(self, trainer: L.Trainer, since_step: int | None = None) -> None:
+        datamodule = trainer.datamodule
+        write_ledger_meta(self.run_dir, world_size=trainer.world_size,
+                          num_workers=max(1, datamodule.num_workers),
+                          num_rows=datamodule.manifest.num_rows,
+                          manifest=datamodule.manifest.content_hash(),
+                          num_epochs=datamodule.stream_config.num_epochs, since_step=since_step)
+
+    def _restore_ledger(self, trainer: L.Trainer) -> None:
+        """Cut every rank's ledger back to the checkpoint; on rank 0 also the files of ranks
+        the new layout no longer has, and record the layout from the resumed step on."""
+        by_rank = self._restored.get("ledger_records_by_rank")
+        if by_rank is None:  # a checkpoint from before per-rank counts
+            self.writer.truncate(int(self._restored["ledger_records"]))
+            return
+        rank = trainer.global_rank
+        self.writer.truncate(int(by_rank[rank]) if rank < len(by_rank) else 0)
+        if rank == 0:
+            for gone in range(trainer.world_size, len(by_rank)):
+                with LedgerWriter(self.run_dir, gone) as writer:
+                    writer.truncate(int(by_rank[gone]))
+            # on_fit_start runs before the loops are restored: the step is the last published.
+            self._write_meta(trainer, since_step=int(self._restored["snapshots"][-1]["step"]))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Publish the starting state (or, on resume, the checkpoint's recent snapshots).
@@ -63,13 +83,15 @@ class CurriculumCallback(L.Callback):
         fetched (the fetcher prefetches before ``on_train_start``, and workers wait for this)."""
         if self._restored is not None:
             self.driver.load_state_dict(self._restored["driver"])
-            self.writer.truncate(int(self._restored["ledger_records"]))
+            self._restore_ledger(trainer)
             for record in self._restored["snapshots"]:
                 self.shared.publish(CurriculumState(**record))
                 self._decided[record["step"]] = record["stage"]
             self.state = CurriculumState(**self._restored["snapshots"][-1])
             self._restored = None
         else:
+            if trainer.global_rank == 0:
+                self._write_meta(trainer)
             self.state = self.driver.advance(trainer.global_step,
                                              trainer.global_step * self._tokens_per_step, {})
             self.shared.publish(self.state)
@@ -117,8 +139,11 @@ class CurriculumCallback(L.Callback):
         self.writer.flush(fsync=True)
         snapshots = [{"step": s.step, "tokens": s.tokens, "stage": s.stage,
                       "metrics": dict(s.metrics)} for s in self.shared.snapshots()]
+        # Every rank's ledger length (a collective: checkpoints are dumped on every rank), so
+        # each rank, and on another layout rank 0 for ranks that are gone, cuts its own file.
+        by_rank = gather_objects(self.writer.num_records)
         return {"driver": self.driver.state_dict(), "ledger_records": self.writer.num_records,
-                "snapshots": snapshots}
+                "ledger_records_by_rank": by_rank, "snapshots": snapshots}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Applied in ``on_fit_start``, once the ledger and shared state are open."""

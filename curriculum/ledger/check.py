@@ -4,7 +4,8 @@ Per (epoch, row), the events in the order the trainer consumed them must read
 ``(DEFER RELEASE)* (EMIT | DROP | SKIP | DEFER)``: a row is emitted, dropped or skipped once, or
 still pending in the spool, and a released row is decided again. Equivalently, as the design puts
 it, ``n_terminal + (n_defer - n_release) == 1`` with ``n_release <= n_defer`` and nothing after a
-terminal event. An epoch is *complete* when every reader (rank, worker) recorded EPOCH_END for it;
+terminal event. An epoch is *complete* when every reader (rank, worker) recorded EPOCH_END for it
+(of one layout, for a run resumed on another layout: see :mod:`curriculum.ledger.layouts`);
 then every row in ``[0, num_rows)`` must be accounted for. In an epoch still in progress a row may
 have no fate yet, or be released and waiting for its new decision, but never two fates.
 
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from curriculum.ledger.histories import IS_TERMINAL, RowHistories
+from curriculum.ledger.layouts import Layouts
 from curriculum.ledger.meta import read_ledger_meta
 from curriculum.ledger.reader import load_rank_files, rank_files
 from curriculum.ledger.records import Fate
@@ -137,8 +139,7 @@ def check_ledger(run_dir: str | Path, num_rows: int | None = None,
     """
     meta = read_ledger_meta(run_dir)
     num_rows = meta.num_rows if num_rows is None else int(num_rows)
-    num_workers = max(1, meta.num_workers)
-    num_readers = meta.world_size * num_workers
+    layouts = Layouts(meta)
     files = rank_files(run_dir)
     records, _ = load_rank_files(files)
     problems = _Problems(max_problems)
@@ -162,12 +163,13 @@ def check_ledger(run_dir: str | Path, num_rows: int | None = None,
     # Record by record: codes, layout, order.
     bad = np.flatnonzero((event < Fate.EMIT) | (event > Fate.EPOCH_END))
     problems.add(len(bad), bad, lambda i: f"unknown event code {event[i]} ({where(i)})")
-    outside = (rank >= meta.world_size) | (worker >= num_workers)
+    segment = layouts.segment_of(step)
+    outside = (rank >= layouts.world_size[segment]) | (worker >= layouts.num_workers[segment])
     for file, start, stop in zip(files, file_starts[:-1], file_starts[1:], strict=True):
         outside[start:stop] |= rank[start:stop] != file.rank
     bad = np.flatnonzero(outside)
-    problems.add(len(bad), bad, lambda i: f"outside the layout of {meta.world_size} rank(s) x "
-                 f"{num_workers} worker(s) ({where(i)})")
+    problems.add(len(bad), bad, lambda i: f"outside the layout of "
+                 f"{layouts.describe(segment[i])} ({where(i)})")
     back = np.flatnonzero(np.diff(step) < 0) + 1
     back = back[~np.isin(back, file_starts)]
     problems.add(len(back), back, lambda i: f"step goes back from {step[i - 1]} to {step[i]} "
@@ -182,18 +184,13 @@ def check_ledger(run_dir: str | Path, num_rows: int | None = None,
     problems.add(len(bad), bad, lambda i: f"epoch {epoch[i]} row {row[i]}: {_NAMES[event[i]]} "
                  f"without a reason ({where(i)})")
 
-    # Readers that finished each epoch.
-    ends = np.flatnonzero(event == Fate.EPOCH_END)
-    ends = ends[(rank[ends] < meta.world_size) & (worker[ends] < num_workers)]
-    reader_keys = epoch[ends] * num_readers + rank[ends].astype(np.int64) * num_workers + worker[ends]
-    unique_keys, first, times = np.unique(reader_keys, return_index=True, return_counts=True)
-    twice = np.flatnonzero(times > 1)
-    problems.add(len(twice), twice, lambda k: f"epoch {unique_keys[k] // num_readers}: rank "
-                 f"{rank[ends[first[k]]]} worker {worker[ends[first[k]]]} recorded EPOCH_END "
-                 f"{times[k]} times")
-    done_epochs, readers_done = np.unique(unique_keys // num_readers, return_counts=True)
-    epochs = {int(e): EpochCounts(int(e), int(n) == num_readers, int(n))
-              for e, n in zip(done_epochs, readers_done, strict=True)}
+    # Readers that finished each epoch (within one layout: after an elastic resume every new
+    # reader ends each epoch the old readers had not all ended).
+    ends = np.flatnonzero((event == Fate.EPOCH_END) & ~outside)
+    epochs, repeated = layouts.epochs_done(epoch[ends], segment[ends], rank[ends], worker[ends])
+    problems.add(len(repeated), repeated, lambda item: f"epoch {item[0]}: rank {item[1]} worker "
+                 f"{item[2]} recorded EPOCH_END {item[3]} times")
+    epochs = {e: EpochCounts(e, complete, done) for e, (complete, done) in epochs.items()}
 
     # Row by row, then epoch by epoch: how rows stand; in complete epochs, every row must stand
     # somewhere.
@@ -240,5 +237,7 @@ def check_ledger(run_dir: str | Path, num_rows: int | None = None,
                      lambda r, e=e: f"epoch {e} row {r}: no fate recorded (missing) in a complete "
                      "epoch")
 
+    if len(layouts.since) > 1:
+        notes.append("resumed on another layout (elastic): " + layouts.history())
     return LedgerCheck(problems.count == 0, problems.messages, problems.count, len(records),
                        num_rows, meta.world_size, meta.num_workers, dict(sorted(epochs.items())), notes)

@@ -56,19 +56,36 @@ class LedgerMeta:
     num_epochs: int | None = None
     """Epochs the run is configured for; None = until stopped."""
     format_version: int = FORMAT_VERSION
+    layouts: tuple[tuple[int, int, int], ...] = ()
+    """``(since_step, world_size, num_workers)`` of each layout the run trained under, when it
+    was resumed on another one (elastic resume); empty: one layout, ``world_size`` x
+    ``num_workers``, from step 0. ``world_size`` and ``num_workers`` are the last layout's."""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; the history is compared and hashed as tuples.
+        object.__setattr__(self, "layouts", tuple(tuple(int(v) for v in layout)
+                                                  for layout in self.layouts))
 
     @property
     def num_readers(self) -> int:
         """Readers per epoch: each (rank, worker) records one EPOCH_END."""
         return self.world_size * max(1, self.num_workers)
 
+    def segments(self) -> list[tuple[int, int, int]]:
+        """Every layout as ``(since_step, world_size, num_workers)``, in step order."""
+        return list(self.layouts) or [(0, self.world_size, self.num_workers)]
+
 
 def write_ledger_meta(run_dir: str | Path, *, world_size: int, num_workers: int, num_rows: int,
-                      manifest: str | Path, num_epochs: int | None = None) -> LedgerMeta:
+                      manifest: str | Path, num_epochs: int | None = None,
+                      since_step: int | None = None) -> LedgerMeta:
     """Write ``RUN/ledger/meta.json`` (call on rank 0 before the first batch).
 
     Calling it again with the same values (a resumed run) changes nothing; different values raise
-    :class:`LedgerError`, because the records already written were counted against the old layout.
+    :class:`LedgerError`, because the records already written were counted against the old layout
+    — except the layout (world size, workers) of a run resumed at ``since_step`` (an elastic
+    resume), which is added to the layout history; layouts recorded from ``since_step`` on (an
+    earlier attempt past the checkpoint) are replaced.
     """
     meta = LedgerMeta(int(world_size), int(num_workers), int(num_rows), str(manifest),
                       None if num_epochs is None else int(num_epochs))
@@ -78,18 +95,34 @@ def write_ledger_meta(run_dir: str | Path, *, world_size: int, num_workers: int,
     path = ledger_dir(run_dir) / META_FILENAME
     if path.exists():
         old = read_ledger_meta(run_dir)
-        if old != meta:
+        compared = old
+        if since_step is not None:
+            meta = with_layout(old, meta, int(since_step))
+            compared = dataclasses.replace(old, world_size=meta.world_size,
+                                           num_workers=meta.num_workers, layouts=meta.layouts)
+        if compared != meta:
             changed = [f"{field.name} {getattr(old, field.name)!r} -> {getattr(meta, field.name)!r}"
                        for field in dataclasses.fields(meta)
                        if getattr(old, field.name) != getattr(meta, field.name)]
             raise LedgerError(f"{path}: the run's ledger layout changed ({', '.join(changed)}); "
                               "use a new run directory")
-        return meta
+        if old == meta:
+            return meta
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".tmp{os.getpid()}")
     temporary.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
     os.replace(temporary, path)  # readers never see a half-written meta.json
     return meta
+
+
+def with_layout(old: LedgerMeta, new: LedgerMeta, since_step: int) -> LedgerMeta:
+    """``new`` with ``old``'s layout history, plus ``new``'s layout from ``since_step`` on when it
+    differs from the one in effect there (the corpus fields stay ``new``'s, so a change of corpus
+    is still refused)."""
+    history = [s for s in old.segments() if s[0] < since_step]
+    if not history or history[-1][1:] != (new.world_size, new.num_workers):
+        history.append((since_step, new.world_size, new.num_workers))
+    return dataclasses.replace(new, layouts=tuple(history) if len(history) > 1 else ())
 
 
 def read_ledger_meta(run_dir: str | Path) -> LedgerMeta:
