@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from curriculum.shards.documents import Document, SkipCounter, Skipped, iter_documents
+from curriculum.shards.documents import Document, SkipCounter, Skipped
 from curriculum.shards.manifest import ShardManifest
+from curriculum.shards.member_index import iter_shard_documents
 from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.packing import Packer, pack_batches
 from loaders.tokenize import ByteTokenizer, Tokenizer, make_tokenizer
@@ -106,8 +107,10 @@ class PackedTextStream(IterableDataset):
                     continue
                 offset = int(self.manifest.offsets_bytes[first_row + ordinal])
                 path = self.manifest.shard_paths[shard]
-                for item in iter_documents(path, first_row, count, ordinal, offset,
-                                           self.config.text_field):
+                # Through the shard's member index when it has one (no tar headers parsed).
+                for item in iter_shard_documents(path, first_row, count, ordinal, offset,
+                                                 self.manifest.offsets_bytes[first_row:first_row + count],
+                                                 self.config.text_field):
                     if split_rows and item.row % world.num_readers != world.global_worker:
                         continue
                     after = {"epoch": epoch, "cursor": position, "ordinal": item.row - first_row + 1}
