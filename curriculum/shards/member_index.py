@@ -38,6 +38,7 @@ _TAR_READER = -1
 """Member code of a row the tar reader must read."""
 _CODES = {"txt": 0, "text": 1}
 """Member codes of text members, in :data:`curriculum.shards.documents.TEXT_MEMBERS` order."""
+_ROWS_PER_BLOCK = 1024
 _RELEASE_BYTES = 8 << 20
 """How much of a mapped shard is read before its pages are handed back (flat memory)."""
 
@@ -154,17 +155,23 @@ def iter_shard_documents(shard_path: str, first_row: int, expected_count: int,
         return
     with open(shard_path, "rb") as handle, mmap.mmap(handle.fileno(), 0,
                                                      access=mmap.ACCESS_READ) as view:
-        yield from _indexed(view, shard_path, table.tolist(), first_row, start_ordinal,
+        yield from _indexed(view, shard_path, table, first_row, start_ordinal,
                             manifest_offsets, text_field)
 
 
-def _indexed(view: mmap.mmap, shard_path: str, rows: list[list[int]], first_row: int,
+def _table_rows(table: np.ndarray, start: int) -> Iterator[tuple[int, list[int]]]:
+    """(ordinal, row) from ``start`` on, turned into Python ints a block at a time (a resumed
+    reader converts only what it reads; Python ints are what the per-row slicing wants)."""
+    for block in range(start, len(table), _ROWS_PER_BLOCK):
+        yield from enumerate(table[block:block + _ROWS_PER_BLOCK].tolist(), start=block)
+
+
+def _indexed(view: mmap.mmap, shard_path: str, table: np.ndarray, first_row: int,
              start_ordinal: int, manifest_offsets: np.ndarray, text_field: str,
              ) -> Iterator[Document | Skipped]:
     released = 0
     can_release = hasattr(view, "madvise") and hasattr(mmap, "MADV_DONTNEED")
-    for ordinal in range(start_ordinal, len(rows)):
-        data, length, code = rows[ordinal]
+    for ordinal, (data, length, code) in _table_rows(table, start_ordinal):
         if code != _TAR_READER:
             if data - released >= _RELEASE_BYTES and can_release:
                 # Pages behind us leave this process (the page cache keeps them).

@@ -101,3 +101,12 @@ def test_index_is_small_and_int64(tmp_path: Path) -> None:
     _, manifest = write_shards(_samples(), tmp_path, max_docs_per_shard=40)
     table = np.load(index_path(manifest.shard_paths[0]))
     assert table.dtype == np.int64 and table.shape == (41, 3)
+
+
+def test_rows_read_in_blocks_give_the_same_items(tmp_path: Path, monkeypatch) -> None:
+    import curriculum.shards.member_index as member_index
+
+    _, manifest = write_shards(_samples(), tmp_path, max_docs_per_shard=40)
+    monkeypatch.setattr(member_index, "_ROWS_PER_BLOCK", 3)  # block edges inside the shard
+    for start in (0, 2, 3, 7, 39):
+        assert _items(manifest, 0, start, True) == _items(manifest, 0, start, False)
