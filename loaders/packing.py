@@ -234,16 +234,7 @@ def make_batch(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
     """Assemble the batch dict (see module docstring), with ``rows`` derived from ``token_rows``:
     the distinct rows >= 0 of each sequence in ascending order, padded with -1 to the largest
     count in the batch (at least one column)."""
-    # Sorting each sequence puts equal rows next to each other: a row is new where it differs
-    # from its left neighbour, and its column is the count of new rows before it.
-    ordered = np.sort(token_rows, axis=1)
-    new = ordered >= 0
-    new[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]
-    columns = np.cumsum(new, axis=1) - 1
-    width = max(1, int(columns[:, -1].max()) + 1) if columns.size else 1
-    rows = np.full((len(token_rows), width), -1, dtype=np.int64)
-    which, _ = np.nonzero(new)
-    rows[which, columns[new]] = ordered[new]
+    rows = distinct_rows(token_rows)
     return {
         "input_ids": np.ascontiguousarray(inputs),
         "labels": np.ascontiguousarray(labels),
@@ -251,6 +242,31 @@ def make_batch(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
         "token_rows": np.ascontiguousarray(token_rows),
         "rows": rows,
     }
+
+
+def distinct_rows(token_rows: np.ndarray) -> np.ndarray:
+    """The distinct rows >= 0 of each sequence of ``token_rows`` (B, T), ascending, padded with
+    -1 to the largest count (at least one column)."""
+    # Tokens come in runs of one row: only the first token of each run (a few per sequence) can
+    # be new, so the distinct rows are found among those, not among all B x T tokens.
+    heads = np.ones(token_rows.shape, dtype=bool)
+    heads[:, 1:] = token_rows[:, 1:] != token_rows[:, :-1]
+    sequence, _ = np.nonzero(heads)
+    values = token_rows[heads]
+    keep = values >= 0
+    sequence, values = sequence[keep], values[keep]
+    order = np.lexsort((values, sequence))
+    sequence, values = sequence[order], values[order]
+    new = np.ones(len(values), dtype=bool)
+    new[1:] = (values[1:] != values[:-1]) | (sequence[1:] != sequence[:-1])
+    sequence, values = sequence[new], values[new]
+    # Column of each distinct row: its rank within its sequence.
+    starts = np.searchsorted(sequence, np.arange(len(token_rows)))
+    columns = np.arange(len(values)) - starts[sequence]
+    width = max(1, int(columns.max()) + 1) if len(columns) else 1
+    rows = np.full((len(token_rows), width), -1, dtype=np.int64)
+    rows[sequence, columns] = values
+    return rows
 
 
 def batch_to_tensors(batch: StreamBatch) -> StreamBatch:

@@ -18,8 +18,9 @@ import numpy as np
 from torch.utils.data import IterableDataset
 
 from curriculum.batch import StreamBatch
-from curriculum.shards.documents import Document, SkipCounter, Skipped, iter_documents
+from curriculum.shards.documents import Document, SkipCounter, Skipped
 from curriculum.shards.manifest import ShardManifest
+from curriculum.shards.member_index import iter_shard_documents
 from curriculum.shards.remote import local_shard
 from loaders.checkpointable import from_checkpointable, to_checkpointable
 from loaders.packing import Packer, pack_batches
@@ -114,8 +115,11 @@ class PackedTextStream(IterableDataset):
                 path = self.manifest.shard_paths[shard]
                 upcoming = (self.manifest.shard_paths[shards[i]]
                             for i in range(position + 1, len(shards)))
-                for item in iter_documents(local_shard(path, upcoming), first_row, count, ordinal,
-                                           offset, self.config.text_field):
+                # Through the shard's member index when it has one (no tar headers parsed).
+                rows = slice(first_row, first_row + count)
+                for item in iter_shard_documents(local_shard(path, upcoming), first_row, count,
+                                                 ordinal, offset, self.manifest.offsets_bytes[rows],
+                                                 self.config.text_field):
                     if split_rows and item.row % world.num_readers != world.global_worker:
                         continue
                     after = {"epoch": epoch, "cursor": position, "ordinal": item.row - first_row + 1}

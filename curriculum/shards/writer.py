@@ -19,6 +19,7 @@ import webdataset as wds
 from tqdm import tqdm
 
 from curriculum.shards.manifest import ManifestError, ShardManifest
+from curriculum.shards.member_index import write_member_indexes
 
 SHARD_PATTERN = "shard-%06d.tar"
 
@@ -49,6 +50,8 @@ def write_shards(
     paths = [out / (SHARD_PATTERN % i) for i in range(shard_count)]
     manifest = ShardManifest.build([str(p) for p in paths])
     manifest.save(out)
+    # Beside each shard, where its texts lie: readers then skip the tar headers.
+    write_member_indexes(manifest)
     return paths, manifest
 
 
