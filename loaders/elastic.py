@@ -114,11 +114,11 @@ def replayed_state(stream: CurriculumStream, world: World, state: dict[str, Any]
     here, deterministically, with the spool kept in memory)."""
     # The replay decides as the old run did: under its lag (the lag grows with the workers, so
     # the new layout's may differ), with the spool in memory.
-    saved_lag = (state.get("config") or {}).get("lag_steps", stream.curriculum.lag_steps)
-    replica = type(stream)(stream.manifest, stream.config,
-                           dataclasses.replace(stream.curriculum, spool_dir="",
-                                               lag_steps=int(saved_lag)),
-                           world.rank, world.world_size)
+    saved_lag = (state.get("config") or {}).get("lag_steps", stream.wiring.lag_steps)
+    replica = type(stream)(stream.manifest, stream.config, stream.curriculum,
+                           world.rank, world.world_size,
+                           wiring=dataclasses.replace(stream.wiring, spool_dir="",
+                                                      lag_steps=int(saved_lag)))
     replica.load_state_dict(state)  # refuses a state saved under another stream config
     if batches == 0:
         return {k: v for k, v in state.items() if k != "config"}
@@ -133,12 +133,12 @@ def replayed_state(stream: CurriculumStream, world: World, state: dict[str, Any]
 def publish_snapshots(stream: CurriculumStream, checkpoint: dict[str, Any]) -> None:
     """Publish the curriculum states the checkpoint holds, so a replay decides as the original
     run did (the curriculum callback publishes the same ones again when fitting starts)."""
-    if not stream.curriculum.state_path:
+    if not stream.wiring.state_path:
         return
     from loaders.shared_state import SharedCurriculumState
     from policies.state import CurriculumState
 
-    shared = SharedCurriculumState(stream.curriculum.state_path)
+    shared = SharedCurriculumState(stream.wiring.state_path)
     for callback_state in checkpoint.get("callbacks", {}).values():
         for record in (callback_state or {}).get("snapshots", []):
             shared.publish(CurriculumState(**record))
@@ -179,7 +179,7 @@ def resume_states(stream: CurriculumStream, record: dict[str, Any], layout: Load
 def remove_gone_spools(stream: CurriculumStream, old: LoaderLayout, new: LoaderLayout) -> None:
     """Remove the spool files of old readers the new layout does not have: their entries now
     live in the new readers' spools (a stale file would mislead whoever inspects the spools)."""
-    if not stream.curriculum.spool_dir:
+    if not stream.wiring.spool_dir:
         return
     from pathlib import Path
 
@@ -187,5 +187,5 @@ def remove_gone_spools(stream: CurriculumStream, old: LoaderLayout, new: LoaderL
     for r in range(old.world_size):
         for w in range(max(1, old.num_workers)):
             if (r, w) not in keep:
-                path = Path(stream.curriculum.spool_dir) / f"rank-{r:05d}-worker-{w:02d}.bin"
+                path = Path(stream.wiring.spool_dir) / f"rank-{r:05d}-worker-{w:02d}.bin"
                 path.unlink(missing_ok=True)
