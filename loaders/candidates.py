@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from curriculum.batch import IGNORE_INDEX
 from curriculum.ledger.selection import SELECTION_DTYPE, SelectionEvent
 
 #: Per-row tensors of a packed batch that travel with a returned row.
@@ -56,7 +57,7 @@ class Settled:
 
 def row_documents(token_rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(document rows, labelled tokens of each) of one packed row."""
-    mine = token_rows[(labels != -100) & (token_rows >= 0)]
+    mine = token_rows[(labels != IGNORE_INDEX) & (token_rows >= 0)]
     rows, tokens = np.unique(mine, return_counts=True)
     return rows.astype(np.int64), tokens.astype(np.int64)
 

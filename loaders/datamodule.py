@@ -75,7 +75,8 @@ class CurriculumDataModule(L.LightningDataModule):
                  store: str | None = None, policy: str | None = None,
                  curriculum: CurriculumStreamConfig | None = None, num_workers: int = 1,
                  prefetch_batches: int = 2, run_dir: str | None = None,
-                 snapshot_every_n_steps: int = 16, resuming: bool = False) -> None:
+                 snapshot_every_n_steps: int = 16, resuming: bool = False,
+                 loaded_policy: Any = None) -> None:
         super().__init__()
         self.shards = shards
         self.stream_config = stream or StreamConfig()
@@ -96,8 +97,9 @@ class CurriculumDataModule(L.LightningDataModule):
         self.shared_state: SharedCurriculumState | None = None
         self.wiring: StageWiring | None = None
         """What the run wired into the policy stage (set up in :meth:`setup`)."""
-        self.policy: Any = None
-        """The policy, loaded once in :meth:`setup` from the run's own ``policy.yaml``; the
+        self.policy: Any = loaded_policy
+        """The policy, loaded once (by the caller, or in :meth:`setup`) from the run's own
+        ``policy.yaml``; the
         curriculum callback drives the stages with this object and every worker decides under
         the same text."""
 
@@ -115,12 +117,15 @@ class CurriculumDataModule(L.LightningDataModule):
         run_dir = Path(self.run_dir or (trainer.default_root_dir if trainer else tempfile.mkdtemp()))
         state_path = default_state_path(run_dir, rank)
         self.shared_state = SharedCurriculumState(state_path, create=True)
-        policy_path, policy_text = run_policy(run_dir, self.curriculum.policy, self.resuming, rank)
-        from curriculum.store import StoreReader
-        from policies import load_policy_text
+        # A policy the caller already loaded came from RUN/policy.yaml: keep that copy as it is.
+        policy_path, policy_text = run_policy(run_dir, self.curriculum.policy,
+                                              self.resuming or self.policy is not None, rank)
+        if self.policy is None:
+            from curriculum.store import StoreReader
+            from policies import load_policy_text
 
-        self.policy = load_policy_text(policy_text, StoreReader(self.curriculum.store),
-                                       source=str(policy_path))
+            self.policy = load_policy_text(policy_text, StoreReader(self.curriculum.store),
+                                           source=str(policy_path))
         # The loader runs at most workers x prefetch batches ahead of training: stage changes
         # must take effect later than that to be seen identically by every worker.
         lag = max(8, max(1, self.num_workers) * self.prefetch_batches + 2)

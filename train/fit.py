@@ -7,6 +7,7 @@ import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import yaml
@@ -26,6 +27,17 @@ from train.module import CurriculumLM
 from train.probes import load_probe_batches
 from train.run_config import RUN_CONFIG_NAME, recorded_config
 from train.selection_callback import SelectionCallback, selection_plan_for
+
+
+def load_run_policy(run_dir: Path, curriculum: Any, resuming: bool) -> Any:
+    """The run's policy, parsed once from ``RUN/policy.yaml`` (copied there first unless
+    resuming): what the data module, the curriculum callback and selection all use."""
+    from curriculum.store import StoreReader
+    from loaders.datamodule import run_policy
+    from policies import load_policy_text
+
+    path, text = run_policy(run_dir, curriculum.policy, resuming)
+    return load_policy_text(text, StoreReader(curriculum.store), source=str(path))
 
 
 def build_trainer(config: FitConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -81,7 +93,11 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
     # The config given is never changed: what the run derives from it goes into copies.
     stream = config.data.stream
     stream = dataclasses.replace(stream, seed=config.seed if stream.seed == 0 else stream.seed)
-    selection = selection_plan_for(config.data.selection, config.data.curriculum)
+    policy = None
+    if config.data.curriculum is not None and datamodule is None:
+        # Parsed once here, from the run's own copy; the data module and selection share it.
+        policy = load_run_policy(run_dir, config.data.curriculum, ckpt_path is not None)
+    selection = selection_plan_for(config.data.selection, config.data.curriculum, policy)
     if selection is not None and datamodule is None:
         # The loader delivers candidate batches; the select rule keeps a fraction of them.
         stream = dataclasses.replace(stream,
@@ -91,7 +107,8 @@ def run_fit(config: FitConfig, ckpt_path: str | None = None, *,
                                           curriculum=config.data.curriculum,
                                           num_workers=config.data.num_workers, run_dir=str(run_dir),
                                           snapshot_every_n_steps=config.data.snapshot_every_n_steps,
-                                          resuming=ckpt_path is not None)
+                                          resuming=ckpt_path is not None,
+                                          loaded_policy=policy)
     all_callbacks: list[L.Callback] = [ProbeLossCallback(config.trainer.probe_every_n_steps),
                                        ExactLoaderStateCallback(), *callbacks]
     if getattr(datamodule, "curriculum", None) is not None:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from curriculum.attribution import InRunAttributor
+from curriculum.batch import IGNORE_INDEX
 from policies.select_rule import SelectRule
 from train.subset_gradients import SubsetGradients
 
@@ -48,7 +49,7 @@ class SelectionOutcome:
 def subset_coefficients(labels: torch.Tensor, chosen: np.ndarray) -> torch.Tensor:
     """(rows,) ``N_all / N_chosen`` on the chosen rows, 0 elsewhere (N = labelled tokens): turns
     the per-row pieces of the batch's mean loss into the chosen rows' own mean loss."""
-    valid = (labels != -100).sum(dim=1).double()
+    valid = (labels != IGNORE_INDEX).sum(dim=1).double()
     coefficients = torch.zeros(len(valid), dtype=torch.float64, device=labels.device)
     index = torch.as_tensor(np.asarray(chosen, np.int64), device=labels.device)
     chosen_tokens = valid.index_select(0, index).sum().clamp_min(1.0)

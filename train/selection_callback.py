@@ -82,9 +82,11 @@ def plan_selection(settings: SelectionSettings | None, policy: Any, store: str) 
     return SelectionPlan(stages, tuple(policy.behaviors), int(factor), settings, store)
 
 
-def selection_plan_for(settings: SelectionSettings | None, curriculum: Any) -> SelectionPlan | None:
+def selection_plan_for(settings: SelectionSettings | None, curriculum: Any,
+                       policy: Any = None) -> SelectionPlan | None:
     """:func:`plan_selection` for a fit's ``data.selection`` and ``data.curriculum`` (a
-    :class:`loaders.policy_stage.CurriculumStreamConfig` or None): loads the policy."""
+    :class:`loaders.policy_stage.CurriculumStreamConfig` or None), with the run's ``policy``
+    when the caller already loaded it (else it is loaded here)."""
     if curriculum is None:
         if settings is not None:
             raise ValueError("data.selection needs data.curriculum: the select rules are the "
@@ -94,7 +96,9 @@ def selection_plan_for(settings: SelectionSettings | None, curriculum: Any) -> S
     from policies import load_policy
 
     store = str(curriculum.store)
-    return plan_selection(settings, load_policy(curriculum.policy, StoreReader(store)), store)
+    if policy is None:
+        policy = load_policy(curriculum.policy, StoreReader(store))
+    return plan_selection(settings, policy, store)
 
 
 class SelectionCallback(L.Callback):
