@@ -150,15 +150,24 @@ class ShardManifest:
             shards = record["shards"]
         except (OSError, ValueError, KeyError) as error:
             raise ManifestError(f"{directory / MANIFEST_NAME}: unreadable manifest ({error})") from error
+        return cls.from_record([str(directory / s["path"]) for s in shards], shards, offsets,
+                               hashes, str(directory / ROWS_NAME))
+
+    @classmethod
+    def from_record(cls, shard_paths: list[str], shards: list[dict], offsets: np.ndarray,
+                    hashes: np.ndarray, rows_source: str) -> ShardManifest:
+        """A manifest from a ``manifest.json`` record's ``shards`` (paths already resolved) and
+        its row tables; refuses tables that do not match the shard counts (``rows_source``
+        names them in the error)."""
         manifest = cls(
-            [str(directory / s["path"]) for s in shards],
+            shard_paths,
             np.asarray([s["first_row"] for s in shards], dtype=np.int64),
             np.asarray([s["count"] for s in shards], dtype=np.int64),
             offsets,
             hashes,
         )
         if len(offsets) != manifest.num_rows or len(hashes) != manifest.num_rows:
-            raise ManifestError(f"{directory / ROWS_NAME}: row tables do not match the shard counts")
+            raise ManifestError(f"{rows_source}: row tables do not match the shard counts")
         return manifest
 
 

@@ -168,15 +168,9 @@ def _fetch_manifest(directory_url: str) -> RemoteShardManifest | None:
         shards = record["shards"]
     except (OSError, ValueError, KeyError) as error:
         raise ManifestError(f"{base}/{MANIFEST_NAME}: unreadable manifest ({error})") from error
-    manifest = RemoteShardManifest(
-        [base + "/" + str(s["path"]).replace("\\", "/") for s in shards],
-        np.asarray([s["first_row"] for s in shards], dtype=np.int64),
-        np.asarray([s["count"] for s in shards], dtype=np.int64),
-        offsets,
-        hashes,
-    )
-    if len(offsets) != manifest.num_rows or len(hashes) != manifest.num_rows:
-        raise ManifestError(f"{rows_url}: row tables do not match the shard counts")
+    paths = [base + "/" + str(s["path"]).replace("\\", "/") for s in shards]
+    manifest = RemoteShardManifest.from_record(paths, shards, offsets, hashes, rows_url)
+    assert isinstance(manifest, RemoteShardManifest)
     return manifest
 
 
