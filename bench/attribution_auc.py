@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from policies.evidence import relative_effect  # noqa: E402
 from train.trap_experiment import (  # noqa: E402
     AUC_BEHAVIORS,
     fresh_store,
+    policy_effect,
     prepare_corpus,
     read_labels,
     roc_auc,
@@ -55,9 +55,8 @@ def effects(store: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str,
 
     reader = StoreReader(str(store))
     rows = np.arange(reader.num_rows)
-    attribution = reader.attribution(rows)
     measured = reader.is_measured(rows).all(axis=1)
-    return relative_effect(attribution), measured, rows, tuple(reader.behaviors)
+    return policy_effect(reader, rows), measured, rows, tuple(reader.behaviors)
 
 
 def aucs(effect: np.ndarray, categories: np.ndarray, names: tuple[str, ...],
@@ -84,7 +83,7 @@ def estimate_aucs(store: Path, categories: np.ndarray, measured: np.ndarray, spa
     try:
         opened.refresh_estimates(k=k, space=space)
         rows = np.arange(opened.num_rows)
-        effect = relative_effect(opened.attribution(rows))
+        effect = policy_effect(opened, rows)
         names = tuple(opened.behaviors)
     finally:
         opened.close()

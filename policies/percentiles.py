@@ -78,14 +78,14 @@ class PercentileTable:
                    np.array(ends, np.int64), np.array(sizes, np.int64))
 
     @classmethod
-    def from_store(cls, store: ScoreSource, family: str,
-                   chunk_rows: int = 1 << 20) -> PercentileTable:
+    def from_store(cls, store: ScoreSource, family: str, chunk_rows: int = 1 << 20,
+                   effect_scale: np.ndarray | None = None) -> PercentileTable:
         """Build from every row of ``store`` for ``family`` (``affinity``, ``attribution`` or
-        ``effect``), reading in chunks."""
+        ``effect``, the latter with the store's ``effect_scale``), reading in chunks."""
         read = store.affinity if family == "affinity" else store.attribution
         if family == "effect":
             def read(rows: np.ndarray) -> np.ndarray:
-                return relative_effect(store.attribution(rows))
+                return relative_effect(store.attribution(rows), effect_scale)
         n, k = int(store.num_rows), len(store.behaviors)
         values = np.empty((n, k), np.float32)
         for start in range(0, n, chunk_rows):

@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from policies.evidence import blend, relative_effect, trust
+from policies.evidence import blend, relative_effect, scale_from_sums, square_sums, trust
 from policies.percentiles import PercentileTable
 from policies.state import CurriculumState
 
@@ -45,6 +45,8 @@ PERCENTILE_FAMILIES: tuple[str, ...] = ("pct.affinity", "pct.attribution", "pct.
 NEEDS_PERCENTILES: dict[str, tuple[str, ...]] = {
     "pct.affinity": ("pct.affinity",), "pct.attribution": ("pct.attribution",),
     "pct.effect": ("pct.effect",), "blend": ("pct.affinity", "pct.effect"),
+    # effect itself is scaled by the store's behavior scale, refreshed with the effect table.
+    "effect": ("pct.effect",),
     "pct.assess": ("pct.assess",),
 }
 #: Families that change as attribution arrives (their tables need refreshing).
@@ -106,6 +108,8 @@ class DocumentScores:
     """Curation scores, one per principle of the layout (NaN = not assessed)."""
     pct_assess: np.ndarray | Sequence[float] | None = None
     """Percentiles of ``assess`` among assessed documents; needed only by policies reading it."""
+    effect: np.ndarray | None = None
+    """``effect`` under the store's behavior scale (None: computed with scale 1)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ class ScoreBatch:
     assess: np.ndarray | None = None
     """(n, P) curation scores (NaN = not assessed), when the policy reads principles."""
     pct_assess: np.ndarray | None = None
+    effect: np.ndarray | None = None
+    """(n, K) ``effect`` under the store's behavior scale (None: computed with scale 1)."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -138,6 +144,7 @@ class ScoreBatch:
             None if self.counts is None else self.counts[index],
             None if self.assess is None else self.assess[index],
             None if self.pct_assess is None else self.pct_assess[index],
+            None if self.effect is None else self.effect[index],
         )
 
 
@@ -179,7 +186,7 @@ class ScoreLayout:
     def vector(self, scores: DocumentScores, state: CurriculumState) -> list[float]:
         """The flat slot values of one document (unneeded percentile slots are NaN)."""
         nan = self._nan
-        effect = relative_effect(scores.attribution)
+        effect = relative_effect(scores.attribution) if scores.effect is None else scores.effect
         weight = trust(scores.attribution, scores.measured, scores.counts)
         values = np.concatenate(
             (scores.affinity, scores.attribution, scores.measured,
@@ -209,7 +216,8 @@ class ScoreLayout:
                           (7, scores.pct_effect)):
             out[:, f * k:(f + 1) * k] = np.nan if values is None else values
         weight = trust(scores.attribution, scores.measured, scores.counts)
-        out[:, 5 * k:6 * k] = relative_effect(scores.attribution)
+        out[:, 5 * k:6 * k] = relative_effect(scores.attribution) if scores.effect is None \
+            else scores.effect
         out[:, 6 * k:7 * k] = weight
         out[:, 8 * k:9 * k] = blend(scores.pct_affinity, scores.pct_effect, weight)
         start = self._assess_start
@@ -240,6 +248,7 @@ class StoreScores:
         if unknown:
             raise ValueError(f"unknown percentile families: {sorted(unknown)}")
         self.tables: dict[str, PercentileTable] = dict(tables or {})
+        self._effect_scale: np.ndarray | None = None
         for family in self.percentile_families:
             if family not in self.tables:
                 self.tables[family] = self._table(family)
@@ -248,7 +257,34 @@ class StoreScores:
         if family == "pct.assess":
             return PercentileTable.from_values(self._assessment(
                 np.arange(int(self.store.num_rows), dtype=np.int64)))
-        return PercentileTable.from_store(self.store, family.split(".")[1])
+        return PercentileTable.from_store(self.store, family.split(".")[1],
+                                          effect_scale=self.effect_scale)
+
+    @property
+    def effect_scale(self) -> np.ndarray:
+        """(K,) per-behavior scale of ``effect`` (:func:`~policies.evidence.behavior_scale`)
+        over the store's measured rows, as of the last :meth:`refresh` (read on first use)."""
+        if self._effect_scale is None:
+            self._effect_scale = self._read_effect_scale()
+        return self._effect_scale
+
+    def _effect(self, attribution: np.ndarray) -> np.ndarray | None:
+        # Only policies that read effect (through pct.effect) pay for the store-wide scale.
+        if "pct.effect" not in self.percentile_families:
+            return None
+        return relative_effect(attribution, self.effect_scale)
+
+    def _read_effect_scale(self, chunk_rows: int = 1 << 20) -> np.ndarray:
+        n, k = int(self.store.num_rows), len(self.behaviors)
+        squares, counts = np.zeros(k), np.zeros(k)
+        for start in range(0, n, chunk_rows):
+            rows = np.arange(start, min(n, start + chunk_rows), dtype=np.int64)
+            measured = np.asarray(self.store.is_measured(rows), bool)
+            if measured.any():
+                part_squares, part_counts = square_sums(self.store.attribution(rows), measured)
+                squares += part_squares
+                counts += part_counts
+        return scale_from_sums(squares, counts)
 
     def _assessment(self, rows: np.ndarray) -> np.ndarray | None:
         if not self.principles:
@@ -258,10 +294,14 @@ class StoreScores:
         return np.asarray(self.store.assessment(rows, self.principles), np.float64)
 
     def refresh(self) -> None:
-        """Rebuild the percentile tables that follow attribution from the store's current state."""
+        """Rebuild the behavior scale of ``effect`` and the percentile tables that follow
+        attribution from the store's current state."""
+        if "pct.effect" in self.percentile_families:
+            self._effect_scale = self._read_effect_scale()
         for family in LIVE_PERCENTILE_FAMILIES:
             if family in self.percentile_families:
-                self.tables[family] = PercentileTable.from_store(self.store, family.split(".")[1])
+                self.tables[family] = PercentileTable.from_store(
+                    self.store, family.split(".")[1], effect_scale=self.effect_scale)
 
     def _counts(self, rows: np.ndarray) -> np.ndarray | None:
         counts = getattr(self.store, "attribution_counts", None)
@@ -278,15 +318,16 @@ class StoreScores:
             pct_affinity = self.tables["pct.affinity"].percentile(affinity)
         if "pct.attribution" in self.tables:
             pct_attribution = self.tables["pct.attribution"].percentile(attribution)
-        if "pct.effect" in self.tables:
-            pct_effect = self.tables["pct.effect"].percentile(relative_effect(attribution))
+        effect = self._effect(attribution)
+        if effect is not None and "pct.effect" in self.tables:
+            pct_effect = self.tables["pct.effect"].percentile(effect)
         assess = self._assessment(rows)
         pct_assess = None
         if assess is not None and "pct.assess" in self.tables:
             pct_assess = self.tables["pct.assess"].percentile(assess)
         return ScoreBatch(rows, affinity, attribution, measured, pct_affinity, pct_attribution,
                           pct_effect=pct_effect, counts=self._counts(rows), assess=assess,
-                          pct_assess=pct_assess)
+                          pct_assess=pct_assess, effect=effect)
 
     def document(self, row: int) -> DocumentScores:
         """The scores of one row."""
@@ -299,8 +340,9 @@ class StoreScores:
             pct_affinity = self.tables["pct.affinity"].percentile_one(affinity)
         if "pct.attribution" in self.tables:
             pct_attribution = self.tables["pct.attribution"].percentile_one(attribution)
-        if "pct.effect" in self.tables:
-            pct_effect = self.tables["pct.effect"].percentile_one(relative_effect(attribution))
+        effect = self._effect(attribution)
+        if effect is not None and "pct.effect" in self.tables:
+            pct_effect = self.tables["pct.effect"].percentile_one(effect)
         counts = self._counts(rows)
         assess = self._assessment(rows)
         pct_assess = None
@@ -309,4 +351,5 @@ class StoreScores:
         return DocumentScores(int(row), affinity, attribution, measured, pct_affinity,
                               pct_attribution, pct_effect=pct_effect,
                               counts=None if counts is None else counts[0],
-                              assess=None if assess is None else assess[0], pct_assess=pct_assess)
+                              assess=None if assess is None else assess[0], pct_assess=pct_assess,
+                              effect=effect)

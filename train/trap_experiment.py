@@ -175,14 +175,23 @@ def measured_effects(store: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
         return rows[measured], values, tuple(opened.behaviors), counts
 
 
+def policy_effect(store: object, rows: np.ndarray) -> np.ndarray:
+    """(n, K) ``effect`` of ``rows`` exactly as a policy reads it (the store's behavior scale
+    included: :class:`policies.scores.StoreScores`)."""
+    from policies.scores import StoreScores
+
+    return StoreScores(store, ("pct.effect",)).batch(rows).effect
+
+
 def own_category_auc(store: Path, labels: dict[int, str], shuffle_seed: int | None = None,
                      behaviors: tuple[str, ...] = AUC_BEHAVIORS) -> dict[str, float]:
-    """ROC AUC of each behavior's *relative* effect (its effect minus the document's mean effect
-    over all behaviors: the part of the update specific to that probe set) for picking out that
-    behavior's documents among the measured pure-category ones. ``shuffle_seed`` permutes the
-    scores first (a control that must land near 0.5)."""
-    rows, effect, names, _ = measured_effects(store)
-    relative = effect - effect.mean(axis=1, keepdims=True)
+    """ROC AUC of each behavior's ``effect`` (:func:`policy_effect`: what the policy reads) for
+    picking out that behavior's documents among the measured pure-category ones.
+    ``shuffle_seed`` permutes the scores first (a control that must land near 0.5)."""
+    from curriculum.store import StoreReader
+
+    rows, _, names, _ = measured_effects(store)
+    relative = policy_effect(StoreReader(str(store)), rows)
     categories = np.array([labels[int(r)] for r in rows])
     pure = ~np.char.startswith(categories.astype(str), "trap_")
     if shuffle_seed is not None:

@@ -7,8 +7,16 @@ from policy_support import BEHAVIORS, MemoryStore
 
 from policies import PolicyRunner, load_policy
 from policies.decisions import DEFER
-from policies.evidence import ESTIMATE_WEIGHT, PRIOR_STRENGTH, blend, relative_effect, trust
+from policies.evidence import (
+    ESTIMATE_WEIGHT,
+    PRIOR_STRENGTH,
+    behavior_scale,
+    blend,
+    relative_effect,
+    trust,
+)
 from policies.percentiles import PercentileTable
+from policies.scores import StoreScores
 from policies.state import CurriculumState
 
 
@@ -19,6 +27,38 @@ def test_effect_is_standardised_across_behaviors_and_oriented_to_lowering_the_pr
     assert np.allclose(effect[0], effect[2])  # scale-free: 10x the learning rate, same effect
     assert np.all(effect[1] == 0)  # nothing known
     assert np.allclose(effect[0].mean(), 0) and np.isclose(effect[0].std(), 1)
+
+
+def test_a_probe_set_with_a_large_gradient_does_not_lean_every_document_its_way() -> None:
+    # Probe set 0's scores are 100x the others' (a hard probe set has a large gradient): on raw
+    # scores every document "acts like" behavior 0; divided by each behavior's scale in the
+    # store, each document leans towards the behavior it really lowers the most.
+    rng = np.random.default_rng(0)
+    own = rng.integers(0, 4, 400)
+    raw = rng.normal(-1.0, 0.3, (400, 4))  # every document lowers every probe loss a little
+    raw[np.arange(400), own] -= 1.0  # and its own the most
+    raw[:, 0] *= 100.0
+    measured = np.ones_like(raw, bool)
+    scale = behavior_scale(raw, measured)
+    assert np.allclose(scale[1:], scale[1], rtol=0.2) and scale[0] > 50 * scale[1]
+    assert (relative_effect(raw).argmax(axis=1) == 0).mean() > 0.9
+    assert (relative_effect(raw, scale).argmax(axis=1) == own).mean() > 0.9
+    assert np.all(behavior_scale(raw, np.zeros_like(measured)) == 1.0)  # nothing measured yet
+
+
+def test_the_policy_reads_effect_under_the_stores_behavior_scale() -> None:
+    store = MemoryStore(num_rows=300, seed=1)
+    store._attribution[:, 0] *= 1000.0
+    scores = StoreScores(store, ("pct.effect",))
+    rows = np.arange(300)
+    expected_scale = behavior_scale(store.attribution(rows), store.is_measured(rows))
+    assert np.allclose(scores.effect_scale, expected_scale)
+    assert np.allclose(scores.batch(rows).effect, relative_effect(store.attribution(rows),
+                                                                  expected_scale))
+    assert np.allclose(scores.document(7).effect, scores.batch(rows).effect[7])
+    store._attribution[:, 1] *= 10.0  # new measurements arrive: the scale follows on refresh
+    scores.refresh()
+    assert np.isclose(scores.effect_scale[1], 10.0 * expected_scale[1], rtol=1e-5)
 
 
 def test_trust_shrinks_by_measurement_count() -> None:
