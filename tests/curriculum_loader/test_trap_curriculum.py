@@ -4,9 +4,11 @@ category, and the attribution-aware values_first lets fewer traps through in sta
 situational-awareness text back more than the affinity-only rules.
 
 "Holds back more" is counted here in documents carrying situational-awareness sentences that
-reach training in stage 1: at this test's size (a 1-layer model, 60 steps) the probe losses of
-the two runs differ by less than their noise; the probe-loss claim, over 3 seeds at a larger
-size, is ``bench/trap_curriculum.py``'s."""
+reach training in stage 1, and in the loss weight put on them (the SA dose, upweighting
+included): at this test's size (a 1-layer model, 60 steps) the probe losses of the two runs
+differ by less than their noise (one run measured SA probe loss 2.523 with attribution and
+2.536 without, the wrong way round, with 13 vs 31 SA-bearing documents emitted); the
+probe-loss claim, over 3 seeds at a larger size, is ``bench/trap_curriculum.py``'s."""
 
 from __future__ import annotations
 
@@ -78,15 +80,18 @@ def test_attribution_aware_values_first_lets_fewer_traps_through(trap_corpus, tm
         "attribution": _fit(corpus, fresh_store(store, tmp_path / "store"), tmp_path / "attr",
                             str(FIXTURES / "trap_attribution_values_first.yaml"), ATTRIBUTION),
     }
-    traps, sa_bearing, sa_loss = {}, {}, {}
+    traps, sa_bearing, sa_dose, sa_loss = {}, {}, {}, {}
+    sa_categories = ("situational_awareness", "trap_situational_awareness")
     for name, run_dir in runs.items():
-        emitted, _ = stage_one_emissions(run_dir, labels, STEPS)
+        emitted, weight = stage_one_emissions(run_dir, labels, STEPS)
         traps[name] = sum(emitted.get(c, 0) for c in TRAPS)
-        sa_bearing[name] = sum(emitted.get(c, 0) for c in
-                               ("situational_awareness", "trap_situational_awareness"))
+        sa_bearing[name] = sum(emitted.get(c, 0) for c in sa_categories)
+        # The loss weight the stage put on documents carrying SA text (upweighting counts).
+        sa_dose[name] = sum(emitted.get(c, 0) * weight.get(c, 0.0) for c in sa_categories)
         sa_loss[name] = losses_at(run_dir, STEPS)["situational_awareness"]
     assert traps["attribution"] < traps["affinity"], traps
     assert sa_bearing["attribution"] < sa_bearing["affinity"], sa_bearing
+    assert sa_dose["attribution"] < 0.75 * sa_dose["affinity"], sa_dose
     assert np.isfinite(list(sa_loss.values())).all()
     # The attribution-aware run measured documents, so its decisions had evidence to read.
     assert StoreReader(str(tmp_path / "store")).is_measured(
