@@ -8,9 +8,13 @@ interleaved and repeated, median per method, as ratios to a plain step over the 
 measured in the same run:
 
 - ``plain``: forward, backward, clipping, AdamW over all candidate rows (the baseline);
-- ``select exact`` / ``select sketched``: one forward and one activation-only backward over the
-  candidates with the attributor's hooks (exact or rank-16 sketched scores), the top half chosen
-  by ``-score.values + score.situational_awareness``, weight gradients for the chosen rows only;
+- ``select exact``: one forward and one activation-only backward over the candidates, each
+  Linear call's per-row weight gradients formed once (one batched GEMM), the exact scores and,
+  once the top half is chosen by ``-score.values + score.situational_awareness``, the chosen
+  rows' gradient read from them (:mod:`train.per_example_gradients`);
+- ``select exact, hooks`` / ``select sketched``: the same backward with the attributor's hooks
+  scoring the rows (its exact forms, or rank-16 sketched), then the chosen rows' weight-gradient
+  GEMMs (the path beyond the per-row memory budget, and the sketched mode's);
 - ``masked second pass``: the same scoring pass, then a plain forward/backward over the chosen
   rows (the alternative design);
 - ``probe refresh / 10``: the probe gradients' recomputation, amortized over the default
@@ -21,6 +25,8 @@ under ``uniform``, ``values_first`` and ``values_first_select`` (candidate facto
 kept), with probe losses every 10 steps. Reports, per arm and seed, the first evaluated step
 (and the wall-clock) at which the values probe loss reaches uniform's end-of-run value (same
 seed), and the situational-awareness probe loss at that step next to uniform's at the same step.
+``--arms`` takes policy names or YAML paths (``bench/policies/uniform_select.yaml``: selection
+alone, on the uniform stream); ``--set key=value`` changes the selection arms' fit config.
 
     python bench/selection.py --out runs/bench-selection            # both parts
     python bench/selection.py --part steps --repeats 15
@@ -258,17 +264,17 @@ def print_train(results: dict[tuple[str, int], dict], seeds: list[int], arms: li
             last_step, target = values[-1]
             step = reach(mine, target)
             if step is None:
-                print(f"{arm:<22}{seed:>5}{target:>8.3f}{'never':>6}")
+                print(f"{Path(arm).stem:<22}{seed:>5}{target:>8.3f}{'never':>6}")
                 continue
             seconds = mine["seconds_at_step"].get(str(step), float("nan"))
             sa = _at(mine["probe_loss"]["situational_awareness"], step)
             uni_sa = _at(uniform["probe_loss"]["situational_awareness"], step)
-            print(f"{arm:<22}{seed:>5}{target:>8.3f}{step:>6}{step / last_step:>7.2f}"
+            print(f"{Path(arm).stem:<22}{seed:>5}{target:>8.3f}{step:>6}{step / last_step:>7.2f}"
                   f"{seconds:>9.1f}{sa:>8.3f}{uni_sa:>8.3f}")
     print("\nwall-clock of the whole fit (s):")
     for arm in ["uniform", *arms]:
         spent = [results[(arm, s)]["fit_seconds"] for s in seeds]
-        print(f"  {arm:<22}" + "  ".join(f"{t:.0f}" for t in spent))
+        print(f"  {Path(arm).stem:<22}" + "  ".join(f"{t:.0f}" for t in spent))
 
 
 def main() -> None:
