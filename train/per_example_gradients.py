@@ -72,6 +72,10 @@ class PerExampleGradients:
         """Index of a Linear call with a bias -> (B, m) per-row bias gradients."""
 
     @property
+    def _device(self) -> torch.device:
+        return self._calls[0].grad.device if self._calls else torch.device("cpu")
+
+    @property
     def batch_size(self) -> int:
         """B."""
         return int(self._calls[0].grad.shape[0]) if self._calls else 0
@@ -95,7 +99,7 @@ class PerExampleGradients:
                 if call.kind == "linear":
                     dense.add(parameter)
         total: torch.Tensor | None = None
-        ones = torch.ones(1, self.batch_size)
+        ones = torch.ones(1, self.batch_size, device=self._device)
         for index, call in enumerate(self._calls):
             if call.kind != "linear":
                 continue
@@ -139,7 +143,7 @@ class PerExampleGradients:
                  if any(p is parameter for p in parameters)]
         gradient = None
         if precondition:
-            whole = torch.ones(self.batch_size, dtype=torch.float64)
+            whole = torch.ones(self.batch_size, dtype=torch.float64, device=self._device)
             gradient = torch.zeros_like(parameter)
             for index, call in calls:
                 gradient += self._call_gradient(index, call, parameter, whole)

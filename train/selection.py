@@ -126,7 +126,8 @@ class SelectionStep:
         else:
             if self.attributor.defers_scoring:  # the same denominator (see _recombined_scores)
                 rows = int(batch["input_ids"].shape[0])
-                for parameter, grad in self.subset.gradients(torch.ones(rows), keep=True).items():
+                whole = torch.ones(rows, device=batch["labels"].device)
+                for parameter, grad in self.subset.gradients(whole, keep=True).items():
                     parameter.grad = grad
             scores = self.attributor.finish(lr=lr).detach().double().cpu().numpy()
         values = rule.values(scores, self.attributor.behaviors)
