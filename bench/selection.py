@@ -8,9 +8,13 @@ interleaved and repeated, median per method, as ratios to a plain step over the 
 measured in the same run:
 
 - ``plain``: forward, backward, clipping, AdamW over all candidate rows (the baseline);
-- ``select exact`` / ``select sketched``: one forward and one activation-only backward over the
-  candidates with the attributor's hooks (exact or rank-16 sketched scores), the top half chosen
-  by ``-score.values + score.situational_awareness``, weight gradients for the chosen rows only;
+- ``select exact``: one forward and one activation-only backward over the candidates, each
+  Linear call's per-row weight gradients formed once (one batched GEMM), the exact scores and,
+  once the top half is chosen by ``-score.values + score.situational_awareness``, the chosen
+  rows' gradient read from them (:mod:`train.per_example_gradients`);
+- ``select exact, hooks`` / ``select sketched``: the same backward with the attributor's hooks
+  scoring the rows (its exact forms, or rank-16 sketched), then the chosen rows' weight-gradient
+  GEMMs (the path beyond the per-row memory budget, and the sketched mode's);
 - ``masked second pass``: the same scoring pass, then a plain forward/backward over the chosen
   rows (the alternative design);
 - ``probe refresh / 10``: the probe gradients' recomputation, amortized over the default
@@ -21,6 +25,8 @@ under ``uniform``, ``values_first`` and ``values_first_select`` (candidate facto
 kept), with probe losses every 10 steps. Reports, per arm and seed, the first evaluated step
 (and the wall-clock) at which the values probe loss reaches uniform's end-of-run value (same
 seed), and the situational-awareness probe loss at that step next to uniform's at the same step.
+``--arms`` takes policy names or YAML paths (``bench/policies/uniform_select.yaml``: selection
+alone, on the uniform stream); ``--set key=value`` changes the selection arms' fit config.
 
     python bench/selection.py --out runs/bench-selection            # both parts
     python bench/selection.py --part steps --repeats 15
@@ -32,18 +38,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import lightning as L
-import torch
+# The repository first: run as a script, bench/ leads sys.path, and its policies/ folder (YAML
+# of other benches) would shadow the policies package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curriculum.attribution import AttributionConfig, InRunAttributor
-from policies.expressions import compile_expression
-from policies.select_rule import SelectRule, step_score_checker
-from train.model import GPT, GPTConfig
-from train.module import weighted_token_loss
-from train.selection import SelectionStep
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+
+from curriculum.attribution import AttributionConfig, InRunAttributor  # noqa: E402
+from policies.expressions import compile_expression  # noqa: E402
+from policies.select_rule import SelectRule, step_score_checker  # noqa: E402
+from train.model import GPT, GPTConfig  # noqa: E402
+from train.module import weighted_token_loss  # noqa: E402
+from train.selection import MAX_PER_EXAMPLE_BYTES, SelectionStep  # noqa: E402
 
 BEHAVIORS = ("deception", "neutral", "situational_awareness", "values")
 RULE_TEXT = "-score.values + score.situational_awareness"
@@ -105,18 +116,21 @@ def bench_steps(repeats: int, rows: int, seq_len: int) -> dict[str, float]:
         _plain(model, optimizer, batch)
     rule = SelectRule("bench", compile_expression(RULE_TEXT, step_score_checker(BEHAVIORS)), 0.5)
     runners = {}
-    for mode in ("exact", "sketched"):
+    for name, mode, budget in (("exact", "exact", MAX_PER_EXAMPLE_BYTES),
+                               ("exact hooks", "exact", 0), ("sketched", "sketched", 0)):
         attributor = InRunAttributor(model, optimizer=optimizer,
                                      config=AttributionConfig(mode=mode, warn_uncovered=False))
         attributor.refresh_probe_gradients(probes)
-        runners[mode] = SelectionStep(model, attributor)
+        runners[name] = SelectionStep(model, attributor, max_per_example_bytes=budget)
     methods = {
         "plain": lambda step: _plain(model, optimizer, batch),
         "select exact": lambda step: _select(model, optimizer, runners["exact"], rule, batch, step),
+        "select exact, hooks": lambda step: _select(model, optimizer, runners["exact hooks"],
+                                                    rule, batch, step),
         "select sketched": lambda step: _select(model, optimizer, runners["sketched"], rule,
                                                 batch, step),
-        "masked second pass": lambda step: _second_pass(model, optimizer, runners["exact"], rule,
-                                                        batch, step),
+        "masked second pass": lambda step: _second_pass(model, optimizer, runners["exact hooks"],
+                                                        rule, batch, step),
         "probe refresh / 10": lambda step: runners["exact"].attributor.refresh_probe_gradients(
             probes),
     }
@@ -194,25 +208,28 @@ def scaled_policy(out: Path, policy: str, steps: int) -> str:
     return str(path)
 
 
-def train_arm(out: Path, corpus: Path, store: Path, policy: str, seed: int, steps: int) -> dict:
-    """One fit; its probe-loss series and wall-clock per step (cached in ``out``)."""
+def train_arm(out: Path, corpus: Path, store: Path, policy: str, seed: int, steps: int,
+              overrides: tuple[str, ...] = ()) -> dict:
+    """One fit; its probe-loss series and wall-clock per step (cached in ``out``).
+    ``overrides``: extra ``key=value`` settings of the fit config (selection arms only)."""
     import shutil
 
     from train.config import load_fit_config
     from train.fit import read_probe_losses, run_fit
 
-    result_path = out / "results" / f"{policy}-seed{seed}-steps{steps}.json"
+    result_path = out / "results" / f"{Path(policy).stem}-seed{seed}-steps{steps}.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    run_dir = out / "runs" / f"{policy}-seed{seed}-steps{steps}"
-    arm_store = out / "stores" / f"{policy}-seed{seed}"  # selection writes scores: one per run
+    run_dir = out / "runs" / f"{Path(policy).stem}-seed{seed}-steps{steps}"
+    arm_store = out / "stores" / f"{Path(policy).stem}-seed{seed}"  # selection writes scores: one per run
     shutil.rmtree(arm_store, ignore_errors=True)
     shutil.copytree(store, arm_store)
     config = load_fit_config("configs/demo.yaml", [
         f"data.shards={corpus}", f"run_dir={run_dir}", f"seed={seed}",
         f"trainer.max_steps={steps}", "trainer.probe_every_n_steps=10",
         "trainer.checkpoint_every_n_steps=0",
-        f"data.curriculum={{policy: {scaled_policy(out, policy, steps)}, store: {arm_store}}}"])
+        f"data.curriculum={{policy: {scaled_policy(out, policy, steps)}, store: {arm_store}}}",
+        *overrides])
     clock = WallClock()
     started = time.perf_counter()
     run_fit(config, callbacks=[clock])
@@ -247,17 +264,17 @@ def print_train(results: dict[tuple[str, int], dict], seeds: list[int], arms: li
             last_step, target = values[-1]
             step = reach(mine, target)
             if step is None:
-                print(f"{arm:<22}{seed:>5}{target:>8.3f}{'never':>6}")
+                print(f"{Path(arm).stem:<22}{seed:>5}{target:>8.3f}{'never':>6}")
                 continue
             seconds = mine["seconds_at_step"].get(str(step), float("nan"))
             sa = _at(mine["probe_loss"]["situational_awareness"], step)
             uni_sa = _at(uniform["probe_loss"]["situational_awareness"], step)
-            print(f"{arm:<22}{seed:>5}{target:>8.3f}{step:>6}{step / last_step:>7.2f}"
+            print(f"{Path(arm).stem:<22}{seed:>5}{target:>8.3f}{step:>6}{step / last_step:>7.2f}"
                   f"{seconds:>9.1f}{sa:>8.3f}{uni_sa:>8.3f}")
     print("\nwall-clock of the whole fit (s):")
     for arm in ["uniform", *arms]:
         spent = [results[(arm, s)]["fit_seconds"] for s in seeds]
-        print(f"  {arm:<22}" + "  ".join(f"{t:.0f}" for t in spent))
+        print(f"  {Path(arm).stem:<22}" + "  ".join(f"{t:.0f}" for t in spent))
 
 
 def main() -> None:
@@ -269,6 +286,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--arms", default="values_first,values_first_select")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="key=value for the selection arms' fit config, e.g. "
+                             "data.selection.probe_refresh_steps=1 (use a fresh --out)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: stable timings on a shared machine)")
     args = parser.parse_args()
@@ -289,7 +309,9 @@ def main() -> None:
         for seed in seeds:
             for policy in ["uniform", *arms]:
                 print(f"fitting {policy} seed {seed} ...", flush=True)
-                results[(policy, seed)] = train_arm(out, corpus, store, policy, seed, args.steps)
+                overrides = tuple(args.overrides) if "select" in policy else ()
+                results[(policy, seed)] = train_arm(out, corpus, store, policy, seed, args.steps,
+                                                    overrides)
         print_train(results, seeds, arms)
 
 

@@ -43,7 +43,9 @@ class SubsetGradientError(ValueError):
 
 
 @dataclass
-class _Call:
+class RecordedCall:
+    """One parameter-holding call of the recorded forward, and its output gradient."""
+
     kind: str
     module: nn.Module
     inputs: torch.Tensor
@@ -83,7 +85,7 @@ class SubsetGradients:
             raise SubsetGradientError(
                 "in-batch selection recombines gradients of Linear, Embedding and LayerNorm "
                 f"layers only; these trainable layers are none of them: {', '.join(unsupported)}")
-        self._calls: list[_Call] = []
+        self._calls: list[RecordedCall] = []
         self._batch_size = 0
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._saved_flags: list[bool] | None = None
@@ -117,6 +119,11 @@ class SubsetGradients:
     def clear(self) -> None:
         """Drop the recorded calls and their tensors."""
         self._calls = []
+
+    def take_calls(self) -> list[RecordedCall]:
+        """The recorded calls (after the backward), handed over and cleared here."""
+        calls, self._calls = self._calls, []
+        return calls
 
     @contextlib.contextmanager
     def activations_only(self) -> Iterator[None]:
@@ -172,7 +179,7 @@ class SubsetGradients:
                 f"batch's {batch}: its gradient cannot be split by example")
         if not output.requires_grad:
             return replaced
-        call = _Call(kind, module, x.detach())
+        call = RecordedCall(kind, module, x.detach())
         self._calls.append(call)
 
         def on_gradient(grad: torch.Tensor) -> None:
@@ -182,16 +189,13 @@ class SubsetGradients:
         return replaced
 
     @torch.no_grad()
-    def gradients(self, coefficients: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+    def gradients(self, coefficients: torch.Tensor,
+                  keep: bool = False) -> dict[nn.Parameter, torch.Tensor]:
         """``{parameter: sum_i coefficients[i] * grad_i}`` for every trainable parameter, where
         ``grad_i`` is example i's share of the gradient of the loss that was backpropagated.
-        Only examples with a non-zero coefficient cost work. Clears the recorded calls."""
-        coefficients = coefficients.reshape(-1)
-        if coefficients.shape[0] != self._batch_size:
-            raise ValueError(f"{coefficients.shape[0]} coefficients for a batch of "
-                             f"{self._batch_size}")
-        chosen = torch.nonzero(coefficients, as_tuple=True)[0]
-        weights = coefficients.index_select(0, chosen)
+        Only examples with a non-zero coefficient cost work. Clears the recorded calls unless
+        ``keep``."""
+        chosen, weights = split_coefficients(coefficients, self._batch_size)
         # The usual case (every chosen row weighs N_all / N_chosen): scale once at the end
         # instead of every output gradient.
         common = weights[0] if len(weights) and bool((weights == weights[0]).all()) else None
@@ -203,16 +207,35 @@ class SubsetGradients:
             g = call.grad.index_select(0, chosen)
             if common is None:
                 g = g * weights.to(g.dtype).view(-1, *([1] * (g.ndim - 1)))
-            _accumulate(call, g, chosen, out)
-        self._calls = []
+            accumulate_call(call, g, chosen, out)
+        if not keep:
+            self._calls = []
         if common is not None:
             for grad in out.values():
                 grad.mul_(common.to(grad.dtype))
         return out
 
 
-def _accumulate(call: _Call, g: torch.Tensor, chosen: torch.Tensor,
-                out: dict[nn.Parameter, torch.Tensor]) -> None:
+def split_coefficients(coefficients: torch.Tensor,
+                       batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(chosen, weights)``: the indices of the non-zero coefficients and their values."""
+    coefficients = coefficients.reshape(-1)
+    if coefficients.shape[0] != batch_size:
+        raise ValueError(f"{coefficients.shape[0]} coefficients for a batch of {batch_size}")
+    chosen = torch.nonzero(coefficients, as_tuple=True)[0]
+    return chosen, coefficients.index_select(0, chosen)
+
+
+def weighted_rows(grad: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The ``chosen`` rows of an output gradient, each multiplied by its weight."""
+    g = grad.index_select(0, chosen)
+    return g * weights.to(g.dtype).view(-1, *([1] * (g.ndim - 1)))
+
+
+def accumulate_call(call: RecordedCall, g: torch.Tensor, chosen: torch.Tensor,
+                    out: dict[nn.Parameter, torch.Tensor]) -> None:
+    """Add ``call``'s share of the subset gradient to ``out``: ``g`` is its output gradient on
+    the ``chosen`` rows, already multiplied by their coefficients."""
     module, inputs = call.module, call.inputs
     if call.kind == "linear":
         x = inputs.index_select(0, chosen)

@@ -267,6 +267,26 @@ class InRunAttributor:
         if self.config.mode == "sketched":
             self._sketch(effective)
 
+    def preconditioned_probe_gradient(self, name: str,
+                                      gradient: torch.Tensor | None = None) -> torch.Tensor:
+        """The (K, *shape) probe gradients of covered parameter ``name`` as exact scoring dots
+        them: divided, when preconditioning, by the second moment of the step that applies
+        ``gradient`` (None: the optimizer state's). For callers that form per-example gradients
+        themselves (in-batch selection), one parameter at a time."""
+        raw = self._raw[name]
+        if not self.precondition:
+            return raw
+        parameter = self._parameters[name]
+        group = self._groups.get(name)
+        if group is None:
+            group = self._groups[name] = parameter_group(self.optimizer, parameter)
+        with torch.no_grad():
+            if gradient is None:
+                denominator = adam_denominator(self.optimizer, parameter, group)
+            else:
+                denominator = adam_update_denominator(self.optimizer, parameter, gradient, group)
+            return raw if denominator is None else raw / denominator.to(raw.dtype)
+
     def _preconditioned(self, grad_divisor: float = 0.0) -> dict[str, torch.Tensor]:
         """Probe gradients over Adam's denominator: the state's (``grad_divisor`` 0), or the one
         of the step applying ``.grad / grad_divisor`` (where a parameter has a ``.grad``)."""
