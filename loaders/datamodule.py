@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from curriculum.shards.manifest import ShardManifest, manifest_for
+from loaders.bundles import BundledLoader, bundle_size_for
 from loaders.curriculum_stream import CurriculumStream
 from loaders.packing import batch_to_tensors, keep_as_is
 from loaders.policy_stage import CurriculumStreamConfig, StageWiring
@@ -45,12 +47,21 @@ def run_policy(run_dir: Path, policy: str, resuming: bool, rank: int = 0) -> tup
 
 
 def stream_loader(dataset: PackedTextStream, num_workers: int = 1, prefetch_batches: int = 2,
-                  snapshot_every_n_steps: int = 16) -> StatefulDataLoader:
+                  snapshot_every_n_steps: int = 16,
+                  bundle_batches: int | None = None) -> StatefulDataLoader:
     """A resumable DataLoader over a packed stream: no re-batching, numpy out of the workers.
 
-    Workers send their state with one batch in ``snapshot_every_n_steps``; a checkpoint taken in
-    between is restored by replaying the few batches since the last snapshot (the stream is
-    deterministic), which keeps the per-batch cost of resumability low."""
+    Workers send their batches in bundles (:mod:`loaders.bundles`; ``bundle_batches`` per
+    message, chosen by :func:`~loaders.bundles.bundle_size_for` when ``None``), handed out one
+    by one in the order an unbundled loader gives them. Workers send their state about once in
+    ``snapshot_every_n_steps`` batches; a checkpoint taken in between is restored by replaying
+    the few batches since the last snapshot (the stream is deterministic), which keeps the
+    per-batch cost of resumability low."""
+    size = bundle_batches or bundle_size_for(dataset, num_workers)
+    if num_workers > 0 and size > 1:
+        return BundledLoader(dataset, size, num_workers,
+                             prefetch_bundles=max(2, math.ceil(prefetch_batches / size)),
+                             snapshot_every_n_steps=snapshot_every_n_steps)
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra = {"prefetch_factor": prefetch_batches, "persistent_workers": False}

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from loaders.bundles import BUNDLE_KEY, ENDED_KEY
 from loaders.checkpointable import from_checkpointable
 from loaders.repartition import repartition
 from loaders.world import World
@@ -90,21 +91,26 @@ def record_layout(record: dict[str, Any]) -> LoaderLayout:
 def reader_states(loader_state: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
     """``(dataset state, batches yielded since it)`` per worker of one rank's loader state.
 
-    With workers, the state is torchdata's last snapshot plus ``_steps_since_snapshot`` batches
+    With workers, the state is torchdata's last snapshot plus ``_steps_since_snapshot`` items
     taken round-robin from the worker after ``_last_yielded_worker_id``; without, the dataset
-    state itself (exact)."""
+    state itself (exact). Items of a :class:`~loaders.bundles.BundledLoader` are bundles of
+    ``size`` batches, and its state adds the batches of each worker handed out from the round
+    after them. (A worker's last bundle is shorter: the replay ends where its stream does.)"""
     state = from_checkpointable(loader_state)
     if "_snapshot" not in state:
         return [(state["dataset_state"] or {}, 0)]
     snapshot = state["_snapshot"]
     workers = snapshot["_worker_snapshots"]
     count = len(workers)
+    bundle = state.get(BUNDLE_KEY) or {"size": 1, "taken": [0] * count}
     first = (int(snapshot["_last_yielded_worker_id"]) + 1) % count
     since = int(state["_steps_since_snapshot"])
     out = []
     for worker in range(count):
-        batches = sum(1 for i in range(since) if (first + i) % count == worker)
-        out.append((workers[f"worker_{worker}"]["dataset_state"] or {}, batches))
+        items = sum(1 for i in range(since) if (first + i) % count == worker)
+        batches = items * int(bundle["size"]) + int(bundle["taken"][worker])
+        dataset_state = workers[f"worker_{worker}"]["dataset_state"] or {}
+        out.append(({k: v for k, v in dataset_state.items() if k != ENDED_KEY}, batches))
     return out
 
 
@@ -124,7 +130,8 @@ def replayed_state(stream: CurriculumStream, world: World, state: dict[str, Any]
         return {k: v for k, v in state.items() if k != "config"}
     produced = replica.iterate(world)
     for _ in range(batches):
-        next(produced)
+        if next(produced, None) is None:  # a short last bundle: the stream has ended
+            break
     replayed = replica.state_dict()
     produced.close()
     return {k: v for k, v in replayed.items() if k != "config"}
