@@ -34,7 +34,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "curriculum_loader"))
+# The repository ahead of bench/ (whose policies/ folder of YAML files would otherwise stand in
+# for the policies package when this runs as a script).
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "curriculum_loader")]
 
 
 def _feed(digest: Any, value: Any) -> None:
