@@ -47,15 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap on a revision's tokens (default: about 1.5x the document)")
     parser.add_argument("--max-docs", type=int, default=10_000,
                         help="documents per output shard, at most")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: judge the chunks in Ray actors, one judge per worker "
+                             "(same output; needs the ray extra)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (auto, ray://HEAD:10001); default a local Ray")
+    parser.add_argument("--ray-workers", type=int, default=None,
+                        help="Ray actors, each with its own judge (default: the cluster's CPUs)")
 
 
-def _judge(args: argparse.Namespace):
-    from curriculum.curation import make_judge
+def _judge_spec(args: argparse.Namespace):
+    from curriculum.curation import JudgeSpec
 
-    return make_judge(args.judge, model=args.judge_model, concurrency=args.concurrency,
-                      timeout_s=args.timeout_s, max_retries=args.max_retries,
-                      score_attempts=args.score_attempts, batch_size=args.batch_size,
-                      max_revision_tokens=args.max_revision_tokens)
+    return JudgeSpec(args.judge, model=args.judge_model, concurrency=args.concurrency,
+                     timeout_s=args.timeout_s, max_retries=args.max_retries,
+                     score_attempts=args.score_attempts, batch_size=args.batch_size,
+                     max_revision_tokens=args.max_revision_tokens)
 
 
 def _sampled(args: argparse.Namespace, principles, judge, manifest):
@@ -79,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--distill needs --store (its embeddings are the features)")
     principles = load_principles(args.principles)
     manifest = manifest_for(args.shards)
-    judge = _judge(args)
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise UserError(f"--ray-workers must be >= 1, got {args.ray_workers}")
+    spec = _judge_spec(args)
     if args.dry_run or args.distill:
+        judge = spec.build()  # a sample is small: assessed here, whatever the engine
         rows_total, sample = _sampled(args, principles, judge, manifest)
         if args.dry_run:
             from curriculum.curation.estimate import estimate_cost
@@ -99,11 +109,13 @@ def run(args: argparse.Namespace) -> int:
                   f">= {r.threshold:g} ({r.judge_positives} judge positives of {r.test_rows}; "
                   f"trained on {r.train_rows})")
         return 0
-    result = curate(manifest, principles, judge, args.out, store=args.store, limit=args.limit,
-                    max_docs_per_shard=args.max_docs, show_progress=True)
+    result = curate(manifest, principles, spec, args.out, store=args.store, limit=args.limit,
+                    max_docs_per_shard=args.max_docs, show_progress=True, engine=args.engine,
+                    ray_address=args.ray_address, ray_workers=args.ray_workers)
     print(result.counts.table())
     print(f"wrote {result.output_docs:,} documents in {len(result.shard_paths)} shards to "
           f"{Path(args.out) / 'shards'}; {result.docs_per_s:,.0f} docs/s; judge requests "
           f"{result.judge.requests:,}, cached {result.judge.cached:,}"
-          + (f"; assess.* written for {result.store_rows:,} store rows" if args.store else ""))
+          + (f"; assess.* written for {result.store_rows:,} store rows" if args.store else "")
+          + (f"; engine {result.extra['engine']}" if "engine" in result.extra else ""))
     return 0

@@ -9,7 +9,14 @@ score), :mod:`~.cache` (resumability), :mod:`~.decide` (fates), :mod:`~.pipeline
 :mod:`~.store_scores`, :mod:`~.estimate` (``--dry-run``), :mod:`~.distill`.
 """
 
-from curriculum.curation.judge import Judge, JudgeError, JudgeItem, JudgeReply, make_judge
+from curriculum.curation.judge import (
+    Judge,
+    JudgeError,
+    JudgeItem,
+    JudgeReply,
+    JudgeSpec,
+    make_judge,
+)
 from curriculum.curation.pipeline import CurationResult, curate
 from curriculum.curation.principles import Principle, PrincipleError, load_principles
 from curriculum.curation.scoring import Reading, read_score
@@ -20,6 +27,7 @@ __all__ = [
     "JudgeError",
     "JudgeItem",
     "JudgeReply",
+    "JudgeSpec",
     "Principle",
     "PrincipleError",
     "Reading",

@@ -66,6 +66,10 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def snapshot(self) -> dict[str, JudgeReply]:
+        """A copy of every cached reply by key (what the Ray engine's workers start from)."""
+        return dict(self._entries)
+
     def get(self, key: str) -> JudgeReply | None:
         """The cached reply for ``key``, if any (counts hits and misses)."""
         reply = self._entries.get(key)

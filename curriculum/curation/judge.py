@@ -105,6 +105,29 @@ class Judge(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class JudgeSpec:
+    """Everything :func:`make_judge` needs, so that the same judge can be built again in another
+    process (each worker of the Ray engine builds its own from this)."""
+
+    spec: str
+    """``openai:URL``, ``hf:DIR`` or ``probe:STORE``."""
+    model: str | None = None
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    score_attempts: int = 3
+    batch_size: int | None = None
+    max_revision_tokens: int | None = None
+
+    def build(self) -> Judge:
+        """The judge this spec names (see :func:`make_judge`)."""
+        return make_judge(self.spec, model=self.model, concurrency=self.concurrency,
+                          timeout_s=self.timeout_s, max_retries=self.max_retries,
+                          score_attempts=self.score_attempts, batch_size=self.batch_size,
+                          max_revision_tokens=self.max_revision_tokens)
+
+
 def make_judge(spec: str, *, model: str | None = None, concurrency: int = 16,
                timeout_s: float = 60.0, max_retries: int = 4, score_attempts: int = 3,
                batch_size: int | None = None, max_revision_tokens: int | None = None) -> Judge:

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from curriculum.ray_cluster import cluster_cpus, connect, ray_module
 from curriculum.shards.manifest import ShardScan
 from curriculum.store.embedders import Embedder
 from curriculum.store.errors import StoreError
@@ -65,30 +65,6 @@ def embed_shard(path: str, embedder: Embedder, batch_documents: int,
                           report.error if report.truncated else "")
 
 
-def ray_module() -> Any:
-    """The ``ray`` package, or an ImportError that says how to install it."""
-    try:
-        import ray
-    except ImportError as error:
-        raise ImportError("the ray engine needs Ray: pip install 'curriculum-loader[ray]'") \
-            from error
-    return ray
-
-
-def connect(address: str | None) -> bool:
-    """Join the Ray cluster at ``address`` (``auto``, ``ray://head:10001``), or start a local
-    one when ``address`` is ``None``; a Ray already initialized in this process is used as it is.
-    Returns whether this call started the connection (and so should end it)."""
-    ray = ray_module()
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address)  # ray:// (Ray Client) takes few other options
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    return True
-
-
 def iter_shard_embeddings(
     shard_paths: Sequence[str], embedder: Embedder, batch_documents: int,
     address: str | None = None, tasks_in_flight: int | None = None, text_field: str = "text",
@@ -104,7 +80,7 @@ def iter_shard_embeddings(
     try:
         remote_embed = ray.remote(num_cpus=1)(embed_shard)
         embedder_ref = ray.put(embedder)
-        limit = tasks_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        limit = tasks_in_flight or max(2, 2 * cluster_cpus())
         pending: deque = deque()
         upcoming = iter(shard_paths)
         for path in upcoming:
