@@ -24,6 +24,9 @@ from typing import Any
 from policies.state import CurriculumState
 
 _HEADER = struct.Struct("<QqI")  # sequence, latest published step, ring slots
+_LOCKED_TIMEOUT_S = 10.0
+"""How long a reader waits on a snapshot being written before it gives up (a writer holds
+it for microseconds, unless the machine deschedules it)."""
 _SLOT_BYTES = 4096
 _SLOT_HEADER = struct.Struct("<qI")  # step, payload length
 
@@ -88,7 +91,16 @@ class SharedCurriculumState:
     def read(self, step: int) -> CurriculumState | None:
         """The snapshot published for ``step``; ``None`` if not (or no longer) in the ring."""
         mapped = self._mapped()
-        for _ in range(1000):
+        deadline = time.monotonic() + _LOCKED_TIMEOUT_S
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > 100:
+                # A writer descheduled mid-write (a loaded machine) holds the slot for a time
+                # slice or more: yield the CPU rather than spin through it.
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.0005)
             before, latest, slots = _HEADER.unpack_from(mapped, 0)
             if before % 2:
                 continue
